@@ -1,0 +1,159 @@
+"""`relocal` command line: each sub-command is a few lines over the library modules."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("relocal")
+
+
+def _cmd_build_map(a) -> int:
+    from relocal_ros.data.sources import open_source
+    from relocal_ros.mapping.builder import build_map
+    conf = {"extractor": a.extractor, "min_translation": a.min_translation, "min_rotation_deg": a.min_rotation}
+    kmap = build_map(open_source(a.source), conf, progress=not a.quiet)
+    version = kmap.save(a.out)
+    print(f"map: {len(kmap)} keyframes -> {version}")
+    return 0
+
+
+def _load_yaml_conf(path):
+    if not path:
+        return None
+    import yaml
+    with open(path) as f:
+        return yaml.safe_load(f) or None
+
+
+def _cmd_localize(a) -> int:
+    from tqdm import tqdm
+
+    from relocal_ros.data.sources import open_source
+    from relocal_ros.data.trajectory import format_tum_line
+    from relocal_ros.pipeline import Relocalizer, merge_conf, default_conf
+
+    conf = merge_conf(default_conf(), _load_yaml_conf(a.config))
+    if a.method:
+        conf["inference"]["method"] = a.method
+    reloc = Relocalizer.from_map_dir(a.map, conf)
+    source = open_source(a.query, with_ground_truth=False)  # never let query ground truth near the estimator
+    lines, latencies, refusals = [], [], 0
+    for i in tqdm(range(len(source)), desc="localize", unit="img", disable=a.quiet):
+        frame = source[i]
+        t0 = time.perf_counter()
+        est = reloc.localize(frame)
+        latencies.append(time.perf_counter() - t0)
+        if est.accepted:
+            lines.append(format_tum_line(frame.stamp, est.T_map_cam))
+        else:
+            refusals += 1
+            log.info("%s refused: %s", frame.stamp, est.reason)
+    Path(a.out).write_text("".join(line + "\n" for line in lines))
+    lat = np.array(latencies) * 1000
+    print(f"localized {len(lines)} of {len(source)} images -> {a.out}")
+    if len(lat):
+        print(f"latency per image: p50 {np.percentile(lat, 50):.0f} ms, p95 {np.percentile(lat, 95):.0f} ms")
+    return 0
+
+
+def _cmd_evaluate(a) -> int:
+    from relocal_ros.data.sources import open_source
+    from relocal_ros.evaluation.metrics import evaluate_trajectory
+    queries = None
+    if a.queries:
+        src = open_source(a.queries, with_ground_truth=False)
+        queries = [s for s, _ in src.rgb] if hasattr(src, "rgb") else [src[i].stamp for i in range(len(src))]
+    print(evaluate_trajectory(a.estimate, a.ground_truth, queries).format())
+    return 0
+
+
+def _cmd_synth(a) -> int:
+    from relocal_ros.data.synth import generate_scene
+    out = generate_scene(a.out, a.seed, width=a.width, height=a.height, workers=a.workers, progress=not a.quiet)
+    print(f"synthetic scene -> {out}")
+    return 0
+
+
+def _cmd_bag_from_dataset(a) -> int:
+    from relocal_ros.data.bags import bag_from_dataset
+    from relocal_ros.data.sources import open_source
+    bag_from_dataset(open_source(a.source), a.out, a.storage)
+    print(f"bag -> {a.out}")
+    return 0
+
+
+def _cmd_split(a) -> int:
+    from relocal_ros.data.splits import split_tum
+    map_dir, query_dir = split_tum(a.source, a.map_out, a.query_out, a.ratio)
+    print(f"map split -> {map_dir}\nquery split -> {query_dir}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="relocal", description="Visual relocalization in a known place (relocal_ros).")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every refusal and step")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("build-map", help="build a keyframe map from a TUM / 7-Scenes folder or a ROS 2 bag")
+    s.add_argument("source")
+    s.add_argument("--out", required=True, help="map directory (created; an existing map gets a new version)")
+    s.add_argument("--extractor", default="xfeat", choices=["xfeat", "sift"])
+    s.add_argument("--min-translation", type=float, default=0.05, help="keyframe spacing in metres")
+    s.add_argument("--min-rotation", type=float, default=5.0, help="keyframe spacing in degrees")
+    s.set_defaults(func=_cmd_build_map)
+
+    s = sub.add_parser("localize", help="localize every image of QUERY in MAP, write a TUM trajectory")
+    s.add_argument("map")
+    s.add_argument("query")
+    s.add_argument("--out", required=True, help="TUM trajectory (timestamp tx ty tz qx qy qz qw, camera-to-map)")
+    s.add_argument("--method", default=None, help="localization method (default: the best available, xfeat_pnp)")
+    s.add_argument("--config", default=None, help="YAML with 'inference' and 'solver' overrides")
+    s.set_defaults(func=_cmd_localize)
+
+    s = sub.add_parser("evaluate", help="median errors and shares within 5cm/5deg, 10cm/10deg, 25cm/10deg")
+    s.add_argument("estimate")
+    s.add_argument("ground_truth", help="TUM groundtruth.txt, TUM folder or 7-Scenes folder")
+    s.add_argument("--queries", default=None, help="query folder: refused/missing images count as failures")
+    s.set_defaults(func=_cmd_evaluate)
+
+    s = sub.add_parser("synth", help="generate a synthetic scene in the 7-Scenes layout with calibration.yaml")
+    s.add_argument("--out", required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--width", type=int, default=640)
+    s.add_argument("--height", type=int, default=480)
+    s.add_argument("--workers", type=int, default=None)
+    s.set_defaults(func=_cmd_synth)
+
+    s = sub.add_parser("bag-from-dataset", help="write a ROS 2 bag (colour, aligned depth, camera_info, ground truth)")
+    s.add_argument("source")
+    s.add_argument("--out", required=True)
+    s.add_argument("--storage", default="mcap", choices=["mcap", "sqlite3"])
+    s.set_defaults(func=_cmd_bag_from_dataset)
+
+    s = sub.add_parser("split", help="split a TUM folder into a map part (first RATIO of frames) and a query part")
+    s.add_argument("source")
+    s.add_argument("--map-out", required=True)
+    s.add_argument("--query-out", required=True)
+    s.add_argument("--ratio", type=float, default=0.6)
+    s.set_defaults(func=_cmd_split)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError, KeyError) as e:  # user errors: one clear line, no traceback
+        print(f"relocal {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""7-Scenes layout: SCENE/seq-XX/frame-XXXXXX.{color.png|color.jpg, depth.png, pose.txt}; also what `relocal synth`
+writes (plus SCENE/calibration.yaml). A path may name the scene (all seq-* folders) or one seq folder.
+Stamps are seq_number*100000 + frame_index, so a frame keeps its stamp whichever of the two is opened."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from relocal_ros.data.frames import RGBDFrame
+from relocal_ros.geometry.camera import Intrinsics, load_calibration_yaml
+from relocal_ros.geometry.poses import is_rigid, orthonormalize
+
+# 7-Scenes colour camera as used by DSAC/DSAC++ and kapture (the depth camera has f = 585 and is not registered).
+SEVEN_SCENES_INTRINSICS = Intrinsics(525.0, 525.0, 320.0, 240.0, 640, 480)
+SEVEN_SCENES_DEPTH_SCALE = 1000.0
+_FRAME = re.compile(r"frame-(\d+)\.color\.(png|jpg)$")
+_SEQ = re.compile(r"seq-?(\d+)$")
+
+
+def is_sevenscenes_folder(path: Path) -> bool:
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    return any(path.glob("frame-*.color.*")) or any(p.is_dir() and _SEQ.search(p.name) for p in path.iterdir())
+
+
+def read_pose_file(path: Path) -> np.ndarray:
+    T = np.loadtxt(path, dtype=float)
+    if T.shape != (4, 4) or not is_rigid(T, tol=5e-3):
+        raise ValueError(f"{path}: not a 4x4 rigid camera-to-world transform")
+    return orthonormalize(T)
+
+
+class SevenScenesSequence:
+    def __init__(self, path: Path, with_ground_truth: bool = True):
+        path = Path(path)
+        if not is_sevenscenes_folder(path):
+            raise FileNotFoundError(f"{path}: not a 7-Scenes folder (no seq-XX/ or frame-*.color.* files)")
+        seq_dirs = [path] if any(path.glob("frame-*.color.*")) else sorted(
+            p for p in path.iterdir() if p.is_dir() and _SEQ.search(p.name))
+        self.intrinsics, self.depth_scale = SEVEN_SCENES_INTRINSICS, SEVEN_SCENES_DEPTH_SCALE
+        for calib in (path / "calibration.yaml", path.parent / "calibration.yaml"):
+            if calib.is_file():
+                self.intrinsics, scale = load_calibration_yaml(calib)
+                self.depth_scale = scale or SEVEN_SCENES_DEPTH_SCALE
+                break
+        self.with_ground_truth = with_ground_truth
+        self.items = []  # (stamp, colour path)
+        for seq in seq_dirs:
+            m = _SEQ.search(seq.name)
+            seq_no = int(m.group(1)) if m else 0
+            for f in sorted(seq.glob("frame-*.color.*")):
+                fm = _FRAME.search(f.name)
+                if fm:
+                    self.items.append((str(seq_no * 100000 + int(fm.group(1))), f))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    def __getitem__(self, i: int) -> RGBDFrame:
+        stamp, colour = self.items[i]
+        bgr = cv2.imread(str(colour), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise FileNotFoundError(f"{colour}: missing or unreadable image")
+        base = str(colour).rsplit(".color.", 1)[0]
+        depth = None
+        raw = cv2.imread(base + ".depth.png", cv2.IMREAD_UNCHANGED)
+        if raw is not None:
+            depth = raw.astype(np.float32) / self.depth_scale
+            depth[raw == 65535] = 0.0  # 7-Scenes marks invalid depth with 65535 as well as 0
+        pose = None
+        if self.with_ground_truth and Path(base + ".pose.txt").is_file():
+            pose = read_pose_file(Path(base + ".pose.txt"))
+        return RGBDFrame(stamp, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), depth, self.intrinsics, pose,
+                         str(Path(colour).relative_to(Path(colour).parent.parent)))

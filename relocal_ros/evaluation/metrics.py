@@ -1,0 +1,86 @@
+"""Accuracy of an estimated trajectory against ground truth (kept off the inference path)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from relocal_ros.data.trajectory import PoseTrack, read_tum_trajectory
+from relocal_ros.geometry.poses import pose_error
+
+THRESHOLDS = ((0.05, 5.0), (0.10, 10.0), (0.25, 10.0))
+
+
+@dataclass
+class AccuracyReport:
+    n_estimates: int
+    n_queries: int                      # denominator: queries with ground truth (refused ones count as failures)
+    translation_errors: np.ndarray      # per evaluated estimate
+    rotation_errors: np.ndarray
+    no_ground_truth: list = field(default_factory=list)
+
+    def share_within(self, t: float, r: float) -> float:
+        if self.n_queries == 0:
+            return float("nan")
+        return float(np.sum((self.translation_errors <= t) & (self.rotation_errors <= r)) / self.n_queries)
+
+    def format(self) -> str:
+        med_t = float(np.median(self.translation_errors)) if len(self.translation_errors) else float("nan")
+        med_r = float(np.median(self.rotation_errors)) if len(self.rotation_errors) else float("nan")
+        lines = [f"evaluated: {len(self.translation_errors)} estimates of {self.n_queries} queries "
+                 f"({self.n_queries - len(self.translation_errors)} refused or missing count as failures)",
+                 f"median translation error: {med_t * 100:.2f} cm",
+                 f"median rotation error:    {med_r:.2f} deg"]
+        for t, r in THRESHOLDS:
+            lines.append(f"within {t * 100:.0f} cm / {r:.0f} deg: {self.share_within(t, r) * 100:.1f} %")
+        if self.no_ground_truth:
+            lines.append(f"skipped (no ground truth at that time): {len(self.no_ground_truth)}")
+        return "\n".join(lines)
+
+
+def load_ground_truth(path) -> tuple[callable, list[str] | None]:
+    """-> (lookup(stamp) -> 4x4 or None, list of query stamps or None). GROUND_TRUTH may be a TUM trajectory file,
+    a TUM folder (its groundtruth.txt; its rgb.txt lists the queries) or a 7-Scenes scene/sequence folder."""
+    path = Path(path)
+    if path.is_file():
+        track = PoseTrack.from_file(path)
+        return (lambda s: track.at(float(s))), None
+    from relocal_ros.data.sevenscenes import SevenScenesSequence, is_sevenscenes_folder
+    from relocal_ros.data.tum import is_tum_folder, read_file_list
+    if is_tum_folder(path):
+        if not (path / "groundtruth.txt").is_file():
+            raise FileNotFoundError(f"{path}: TUM folder without groundtruth.txt")
+        track = PoseTrack.from_file(path / "groundtruth.txt")
+        return (lambda s: track.at(float(s))), [s for s, _ in read_file_list(path / "rgb.txt")]
+    if is_sevenscenes_folder(path):
+        seq = SevenScenesSequence(path)
+        poses = {}
+        from relocal_ros.data.sevenscenes import read_pose_file
+        for stamp, colour in seq.items:
+            p = Path(str(colour).rsplit(".color.", 1)[0] + ".pose.txt")
+            if p.is_file():
+                poses[stamp] = read_pose_file(p)
+        return (lambda s: poses.get(str(int(float(s))))), list(poses)
+    raise ValueError(f"{path}: ground truth must be a TUM trajectory file, a TUM folder or a 7-Scenes folder")
+
+
+def evaluate_trajectory(est_path, gt_path, queries: list[str] | None = None) -> AccuracyReport:
+    stamps, poses = read_tum_trajectory(est_path)
+    lookup, _ = load_ground_truth(gt_path)
+    terr, rerr, missing = [], [], []
+    for s, T in zip(stamps, poses):
+        gt = lookup(s)
+        if gt is None:
+            missing.append(s)
+            continue
+        t, r = pose_error(T, gt)
+        terr.append(t)
+        rerr.append(r)
+    # The denominator is the query set only when the caller names it: a ground-truth folder usually holds the
+    # map frames too, so its own image list is not the query list.
+    if queries is not None:
+        n_queries = sum(1 for q in queries if lookup(q) is not None)
+    else:
+        n_queries = len(terr)
+    return AccuracyReport(len(stamps), n_queries, np.array(terr), np.array(rerr), missing)

@@ -1,0 +1,131 @@
+"""Pinhole camera intrinsics, projection and depth lifting (OpenCV convention: x right, y down, z forward)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+
+@dataclass(frozen=True)
+class Intrinsics:
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    width: int
+    height: int
+    # OpenCV radial-tangential (k1, k2, p1, p2, k3); all zeros for an undistorted/synthetic camera.
+    dist: tuple = field(default=(0.0, 0.0, 0.0, 0.0, 0.0))
+
+    def __post_init__(self):
+        vals = (self.fx, self.fy, self.cx, self.cy)
+        if not all(np.isfinite(v) for v in vals) or self.fx <= 0 or self.fy <= 0:
+            raise ValueError(f"invalid intrinsics: fx={self.fx} fy={self.fy} cx={self.cx} cy={self.cy}")
+        if self.width <= 0 or self.height <= 0:
+            raise ValueError(f"invalid image size {self.width}x{self.height}")
+
+    @property
+    def K(self) -> np.ndarray:
+        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
+
+    @property
+    def has_distortion(self) -> bool:
+        return any(abs(d) > 0 for d in self.dist)
+
+    def scaled(self, width: int, height: int) -> "Intrinsics":
+        """Intrinsics of the same camera after resizing the image to width x height (pixel-centre aware)."""
+        sx, sy = width / self.width, height / self.height
+        return replace(self, fx=self.fx * sx, fy=self.fy * sy,
+                       cx=(self.cx + 0.5) * sx - 0.5, cy=(self.cy + 0.5) * sy - 0.5,
+                       width=int(width), height=int(height))
+
+    def to_dict(self) -> dict:
+        k1, k2, p1, p2, k3 = self.dist
+        return dict(width=int(self.width), height=int(self.height), fx=float(self.fx), fy=float(self.fy),
+                    cx=float(self.cx), cy=float(self.cy), k1=float(k1), k2=float(k2), p1=float(p1),
+                    p2=float(p2), k3=float(k3))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Intrinsics":
+        dist = tuple(float(d.get(k, 0.0)) for k in ("k1", "k2", "p1", "p2", "k3"))
+        return cls(float(d["fx"]), float(d["fy"]), float(d["cx"]), float(d["cy"]),
+                   int(d["width"]), int(d["height"]), dist)
+
+    @classmethod
+    def from_camera_info(cls, msg) -> "Intrinsics":
+        """From sensor_msgs/CameraInfo (k is row-major 3x3); raises ValueError on an uncalibrated (zero) K."""
+        k = list(msg.k)
+        d = list(msg.d)[:5] + [0.0] * max(0, 5 - len(msg.d))
+        if msg.distortion_model not in ("", "plumb_bob", "rational_polynomial") and any(d):
+            raise ValueError(f"unsupported distortion model {msg.distortion_model!r}")
+        return cls(k[0], k[4], k[2], k[5], int(msg.width), int(msg.height), tuple(float(x) for x in d))
+
+
+def load_calibration_yaml(path: Path) -> tuple[Intrinsics, float | None]:
+    """Read a calibration.yaml (width, height, fx, fy, cx, cy, k1..k3, depth_scale) -> (intrinsics, depth scale)."""
+    with open(path) as f:
+        d = yaml.safe_load(f)
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: not a calibration mapping")
+    scale = d.get("depth_scale")
+    return Intrinsics.from_dict(d), (float(scale) if scale is not None else None)
+
+
+def save_calibration_yaml(path: Path, intr: Intrinsics, depth_scale: float | None = None, comment: str = "") -> None:
+    d = intr.to_dict()
+    if depth_scale is not None:
+        d["depth_scale"] = float(depth_scale)
+    text = "".join(f"# {line}\n" for line in comment.splitlines()) + yaml.safe_dump(d, sort_keys=False)
+    Path(path).write_text(text)
+
+
+def backproject(depth: np.ndarray, intr: Intrinsics, uv: np.ndarray | None = None) -> np.ndarray:
+    """Camera-frame 3D points. With uv (N,2 pixel coords) returns (N,3) using nearest depth; else (H,W,3).
+    Invalid depth (0, NaN, inf) gives NaN points."""
+    depth = np.asarray(depth, dtype=np.float32)
+    if uv is None:
+        h, w = depth.shape
+        u, v = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+        z = depth
+    else:
+        u, v = uv[:, 0], uv[:, 1]
+        ui = np.clip(np.round(u).astype(int), 0, depth.shape[1] - 1)
+        vi = np.clip(np.round(v).astype(int), 0, depth.shape[0] - 1)
+        z = depth[vi, ui]
+    z = np.where(np.isfinite(z) & (z > 0), z, np.nan).astype(np.float32)
+    x = (u - intr.cx) / intr.fx * z
+    y = (v - intr.cy) / intr.fy * z
+    return np.stack([x, y, z], axis=-1)
+
+
+def project(points_cam: np.ndarray, intr: Intrinsics) -> tuple[np.ndarray, np.ndarray]:
+    """Project (N,3) camera-frame points -> (N,2) pixels and a mask of points in front of the camera."""
+    z = points_cam[:, 2]
+    front = z > 1e-6
+    zs = np.where(front, z, 1.0)
+    uv = np.stack([intr.fx * points_cam[:, 0] / zs + intr.cx, intr.fy * points_cam[:, 1] / zs + intr.cy], axis=1)
+    return uv, front
+
+
+def undistort_points(uv: np.ndarray, intr: Intrinsics) -> np.ndarray:
+    """Pixel coordinates of the same rays in the ideal (undistorted) pinhole camera with the same K."""
+    uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
+    if not intr.has_distortion or len(uv) == 0:
+        return uv.astype(np.float32)
+    import cv2
+    out = cv2.undistortPoints(uv[:, None, :], intr.K, np.array(intr.dist, dtype=np.float64), P=intr.K)
+    return out[:, 0, :].astype(np.float32)
+
+
+def stable_depth(depth: np.ndarray, max_relative_jump: float = 0.05) -> np.ndarray:
+    """Depth with pixels at depth discontinuities (and non-finite or non-positive values) set to 0: a keypoint
+    on an object's silhouette would otherwise take the background's depth, or a blend of both."""
+    import cv2
+    d = np.where(np.isfinite(depth) & (depth > 0), depth, 0).astype(np.float32)
+    kernel = np.ones((3, 3), np.uint8)
+    hi = cv2.dilate(d, kernel)
+    lo = cv2.erode(np.where(d > 0, d, np.float32(1e9)), kernel)
+    ok = (d > 0) & (lo < 1e8) & (hi - lo <= max_relative_jump * d)
+    return np.where(ok, d, 0).astype(np.float32)

@@ -1,0 +1,65 @@
+"""Offline map building from any frame source (dataset folder or bag): keyframe selection, vocabulary, encoding."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from relocal_ros.mapping.keyframe_map import KeyframeMap, KeyframeSelector
+from relocal_ros.matching.features import make_extractor
+from relocal_ros.retrieval.vlad import VladAggregator, learn_vocabulary
+
+log = logging.getLogger(__name__)
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+DEFAULT_BUILD_CONF = {
+    "extractor": "xfeat",
+    "extractor_conf": {},
+    "min_translation": 0.05,   # keyframe selection (m); a denser map costs memory, not query time (top-k search)
+    "min_rotation_deg": 5.0,
+    "vocabulary_words": 64,
+    "vocabulary": "auto",      # "auto": shipped vocabulary when present, else learned from this map; or "map", or a .npy path
+}
+
+
+def shipped_vocabulary_path(extractor: str, words: int) -> Path:
+    return MODELS_DIR / f"vocabulary_{extractor}_k{words}.npy"
+
+
+def build_map(source, conf: dict | None = None, progress: bool = True) -> KeyframeMap:
+    conf = {**DEFAULT_BUILD_CONF, **(conf or {})}
+    selector = KeyframeSelector(conf["min_translation"], conf["min_rotation_deg"])
+    extractor = make_extractor(conf["extractor"], conf["extractor_conf"])
+    selected, features, skipped = [], [], 0
+    for i in tqdm(range(len(source)), desc="keyframes", unit="frame", disable=not progress):
+        frame = source[i]
+        if frame.pose is None:
+            skipped += 1
+            continue
+        if selector.should_add(frame.pose):
+            selected.append(i)
+            features.append(extractor(frame.rgb))
+    if skipped:
+        log.warning("%d of %d frames have no pose and were not used as keyframes", skipped, len(source))
+    if not selected:
+        raise ValueError("no frame of the source has a ground-truth/mapping pose: a map needs posed frames")
+
+    vocab_choice = conf["vocabulary"]
+    shipped = shipped_vocabulary_path(conf["extractor"], conf["vocabulary_words"])
+    if vocab_choice == "auto":
+        vocab_choice = str(shipped) if shipped.is_file() else "map"
+    if vocab_choice == "map":
+        vocabulary = learn_vocabulary(np.concatenate([f.descriptors for f in features]), conf["vocabulary_words"])
+        vocab_source = "learned from this map's keyframes"
+    else:
+        vocabulary = np.load(vocab_choice, allow_pickle=False)
+        vocab_source = Path(vocab_choice).name
+
+    kmap = KeyframeMap(vocabulary, conf["extractor"], extractor.conf,
+                       metadata={"vocabulary": vocab_source, "source_frames": len(source)})
+    kmap._encoder = None
+    vlad = VladAggregator(vocabulary)
+    for i, feats in tqdm(list(zip(selected, features)), desc="indexing", unit="kf", disable=not progress):
+        kmap._append(source[i], feats, vlad(feats.descriptors))
+    return kmap

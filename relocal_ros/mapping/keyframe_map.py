@@ -1,0 +1,292 @@
+"""The keyframe map: keyframe poses, intrinsics, local features lifted to 3D with their depth, global descriptors
+and their FAISS index, small image/depth thumbnails for the learned methods.
+
+On disk a map is a directory of immutable versions plus a pointer file, so a crash at any moment of a save leaves
+either the previous map or the new one, never a mix:
+
+    MAP/CURRENT          one line: the name of the live version ("v000003"); replaced atomically (os.replace)
+    MAP/v000003/manifest.json   format, version, configuration, keyframe metadata, sha256 of every other file
+    MAP/v000003/arrays.npz      numeric arrays (loaded with allow_pickle=False)
+    MAP/v000003/index.faiss     FAISS index of the global descriptors
+
+Loading verifies every checksum before parsing anything, so a truncated or tampered file is refused with a
+clear MapFormatError and the map in memory (if any) stays as it was."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import faiss
+import numpy as np
+
+from relocal_ros.data.frames import RGBDFrame
+from relocal_ros.geometry.camera import Intrinsics, stable_depth, undistort_points
+from relocal_ros.geometry.poses import is_rigid
+from relocal_ros.matching.features import DEFAULT_CONFS, LocalFeatures
+from relocal_ros.retrieval.index import KeyframeIndex
+
+MAP_FORMAT = "relocal_ros.keyframe_map"
+MAP_FORMAT_VERSION = 1
+THUMB_SIZE = (160, 120)  # width, height of stored keyframe thumbnails
+
+
+class MapFormatError(ValueError):
+    pass
+
+
+@dataclass
+class Keyframe:
+    id: int
+    stamp: str
+    T_map_cam: np.ndarray
+    intrinsics: Intrinsics
+    features: LocalFeatures
+    points3d: np.ndarray        # N x 3 map frame, NaN where the keypoint has no reliable depth
+    global_descriptor: np.ndarray
+    thumbnail: np.ndarray       # h x w x 3 uint8
+    depth_thumbnail: np.ndarray  # h x w float16 metres (0 = none)
+
+    @property
+    def centre(self) -> np.ndarray:
+        return self.T_map_cam[:3, 3]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def lift_keypoints(features: LocalFeatures, depth: np.ndarray | None, intr: Intrinsics, T_map_cam: np.ndarray) -> np.ndarray:
+    """Map-frame 3D points of keypoints from the aligned depth image (NaN where depth is missing or unreliable)."""
+    n = len(features)
+    if depth is None or n == 0:
+        return np.full((n, 3), np.nan, np.float32)
+    d = stable_depth(depth)
+    h, w = d.shape
+    sx, sy = w / intr.width, h / intr.height  # depth may be stored at another resolution than the colour
+    ui = np.clip(np.round((features.keypoints[:, 0] + 0.5) * sx - 0.5).astype(int), 0, w - 1)
+    vi = np.clip(np.round((features.keypoints[:, 1] + 0.5) * sy - 0.5).astype(int), 0, h - 1)
+    z = d[vi, ui]
+    uv = undistort_points(features.keypoints, intr)
+    x = (uv[:, 0] - intr.cx) / intr.fx * z
+    y = (uv[:, 1] - intr.cy) / intr.fy * z
+    pc = np.stack([x, y, z], 1)
+    pw = pc @ T_map_cam[:3, :3].T + T_map_cam[:3, 3]
+    pw[z <= 0] = np.nan
+    return pw.astype(np.float32)
+
+
+class KeyframeMap:
+    def __init__(self, vocabulary: np.ndarray, extractor: str = "xfeat", extractor_conf: dict | None = None,
+                 metadata: dict | None = None):
+        self.vocabulary = np.asarray(vocabulary, np.float32)
+        self.extractor = extractor
+        self.extractor_conf = {**DEFAULT_CONFS.get(extractor, {}), **(extractor_conf or {})}
+        self.metadata = dict(metadata or {})
+        self.keyframes: list[Keyframe] = []
+        self.index = KeyframeIndex(self.vocabulary.shape[0] * self.vocabulary.shape[1])
+        self._encoder = None
+
+    # -- building -------------------------------------------------------------------------------------------
+    @property
+    def encoder(self):
+        if self._encoder is None:
+            from relocal_ros.retrieval.encoder import FrameEncoder
+            self._encoder = FrameEncoder(self.extractor, self.extractor_conf, self.vocabulary)
+        return self._encoder
+
+    @property
+    def intrinsics(self) -> Intrinsics | None:
+        return self.keyframes[0].intrinsics if self.keyframes else None
+
+    def __len__(self) -> int:
+        return len(self.keyframes)
+
+    def add_keyframe(self, frame: RGBDFrame) -> int:
+        """Encode once (features, 3D points, global descriptor) and index; returns the keyframe id."""
+        if frame.pose is None or not is_rigid(frame.pose):
+            raise ValueError(f"keyframe {frame.stamp}: needs a valid camera-to-map pose")
+        features, gdesc = self.encoder(frame.rgb)
+        return self._append(frame, features, gdesc)
+
+    def _append(self, frame: RGBDFrame, features: LocalFeatures, gdesc: np.ndarray) -> int:
+        pts = lift_keypoints(features, frame.depth, frame.intrinsics, frame.pose)
+        thumb = cv2.resize(frame.rgb, THUMB_SIZE, interpolation=cv2.INTER_AREA)
+        if frame.depth is not None:
+            dthumb = cv2.resize(np.nan_to_num(frame.depth, nan=0.0, posinf=0.0), THUMB_SIZE,
+                                interpolation=cv2.INTER_NEAREST).astype(np.float16)
+        else:
+            dthumb = np.zeros(THUMB_SIZE[::-1], np.float16)
+        kf = Keyframe(len(self.keyframes), frame.stamp, np.asarray(frame.pose, float), frame.intrinsics, features,
+                      pts, gdesc, thumb, dthumb)
+        self.keyframes.append(kf)
+        self.index.add(gdesc)
+        return kf.id
+
+    def centres(self) -> np.ndarray:
+        return np.array([kf.centre for kf in self.keyframes]).reshape(-1, 3)
+
+    # -- persistence ----------------------------------------------------------------------------------------
+    def save(self, path) -> Path:
+        """Write a new version atomically; returns its directory."""
+        root = Path(path)
+        root.mkdir(parents=True, exist_ok=True)
+        current = _read_current(root, missing_ok=True)
+        number = int(current[1:]) + 1 if current else 1
+        while (root / f"v{number:06d}").exists():
+            number += 1
+        name = f"v{number:06d}"
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+        try:
+            self._write_version(tmp)
+            final = root / name
+            os.rename(tmp, final)
+            _fsync_dir(root)
+            ptr = root / f".CURRENT.{os.getpid()}.tmp"
+            with open(ptr, "w") as f:
+                f.write(name + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(ptr, root / "CURRENT")  # the commit point
+            _fsync_dir(root)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        for old in root.iterdir():  # older versions and leftovers of interrupted saves
+            if old.name not in (name, "CURRENT") and (old.name.startswith("v") or old.name.startswith(".v")):
+                shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def _write_version(self, d: Path) -> None:
+        kfs = self.keyframes
+        counts = np.array([len(kf.features) for kf in kfs], np.int64)
+        dim = kfs[0].features.descriptors.shape[1] if kfs else 0
+        arrays = {
+            "vocabulary": self.vocabulary,
+            "poses": np.array([kf.T_map_cam for kf in kfs], np.float64).reshape(-1, 4, 4),
+            "feature_counts": counts,
+            "keypoints": np.concatenate([kf.features.keypoints for kf in kfs]) if kfs else np.zeros((0, 2), np.float32),
+            "descriptors": (np.concatenate([kf.features.descriptors for kf in kfs]) if kfs
+                            else np.zeros((0, dim), np.float32)).astype(np.float16),
+            "scores": np.concatenate([kf.features.scores for kf in kfs]) if kfs else np.zeros(0, np.float32),
+            "points3d": np.concatenate([kf.points3d for kf in kfs]) if kfs else np.zeros((0, 3), np.float32),
+            "global_descriptors": np.array([kf.global_descriptor for kf in kfs], np.float32).reshape(len(kfs), -1),
+            "thumbnails": np.array([kf.thumbnail for kf in kfs], np.uint8).reshape(len(kfs), THUMB_SIZE[1], THUMB_SIZE[0], 3),
+            "depth_thumbnails": np.array([kf.depth_thumbnail for kf in kfs], np.float16).reshape(len(kfs), THUMB_SIZE[1], THUMB_SIZE[0]),
+        }
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        _write_synced(d / "arrays.npz", buf.getvalue())
+        _write_synced(d / "index.faiss", faiss.serialize_index(self.index.index).tobytes())
+        manifest = {
+            "format": MAP_FORMAT,
+            "format_version": MAP_FORMAT_VERSION,
+            "created_unix": time.time(),
+            "extractor": self.extractor,
+            "extractor_conf": self.extractor_conf,
+            "metadata": self.metadata,
+            "keyframes": [{"id": kf.id, "stamp": kf.stamp, "intrinsics": kf.intrinsics.to_dict()} for kf in kfs],
+            "checksums": {name: _sha256(d / name) for name in ("arrays.npz", "index.faiss")},
+        }
+        _write_synced(d / "manifest.json", json.dumps(manifest, indent=1).encode())
+
+    @classmethod
+    def load(cls, path) -> "KeyframeMap":
+        root = Path(path)
+        if not root.is_dir():
+            raise MapFormatError(f"{root}: no map directory there")
+        version = root / _read_current(root)
+        try:
+            manifest = json.loads((version / "manifest.json").read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise MapFormatError(f"{version}/manifest.json: unreadable ({e})") from e
+        if not isinstance(manifest, dict) or manifest.get("format") != MAP_FORMAT:
+            raise MapFormatError(f"{version}: not a relocal_ros keyframe map")
+        if manifest.get("format_version") != MAP_FORMAT_VERSION:
+            raise MapFormatError(f"{version}: map format version {manifest.get('format_version')} is not supported "
+                                 f"by this relocal_ros (expects {MAP_FORMAT_VERSION}); rebuild the map")
+        for name, digest in manifest.get("checksums", {}).items():
+            f = version / name
+            if not f.is_file():
+                raise MapFormatError(f"{f}: missing")
+            if _sha256(f) != digest:
+                raise MapFormatError(f"{f}: checksum mismatch (truncated or modified); the map is not loaded")
+        if set(manifest.get("checksums", {})) != {"arrays.npz", "index.faiss"}:
+            raise MapFormatError(f"{version}: manifest lacks checksums for its files")
+        try:
+            with np.load(version / "arrays.npz", allow_pickle=False) as z:
+                a = {k: z[k] for k in z.files}
+            m = cls(a["vocabulary"], manifest["extractor"], manifest["extractor_conf"], manifest.get("metadata"))
+            offsets = np.concatenate([[0], np.cumsum(a["feature_counts"])])
+            for i, meta in enumerate(manifest["keyframes"]):
+                s = slice(offsets[i], offsets[i + 1])
+                feats = LocalFeatures(a["keypoints"][s], a["descriptors"][s].astype(np.float32), a["scores"][s])
+                m.keyframes.append(Keyframe(int(meta["id"]), str(meta["stamp"]), a["poses"][i],
+                                            Intrinsics.from_dict(meta["intrinsics"]), feats, a["points3d"][s],
+                                            a["global_descriptors"][i], a["thumbnails"][i], a["depth_thumbnails"][i]))
+            index = faiss.deserialize_index(np.fromfile(version / "index.faiss", dtype=np.uint8))
+        except MapFormatError:
+            raise
+        except Exception as e:  # a consistent checksum over inconsistent content: a bug or a crafted file
+            raise MapFormatError(f"{version}: inconsistent map content ({type(e).__name__}: {e})") from e
+        if index.ntotal != len(m.keyframes) or index.d != m.index.dim:
+            raise MapFormatError(f"{version}: index holds {index.ntotal} x {index.d}, map has "
+                                 f"{len(m.keyframes)} keyframes x {m.index.dim}")
+        m.index.index = index
+        return m
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _read_current(root: Path, missing_ok: bool = False) -> str | None:
+    ptr = root / "CURRENT"
+    if not ptr.is_file():
+        if missing_ok:
+            return None
+        raise MapFormatError(f"{root}: not a map (no CURRENT file)")
+    name = ptr.read_text().strip()
+    if not (name.startswith("v") and name[1:].isdigit() and (root / name).is_dir()):
+        raise MapFormatError(f"{root}/CURRENT names {name!r}, which is not a complete map version")
+    return name
+
+
+class KeyframeSelector:
+    """Accepts a new keyframe when the camera has moved or turned enough since every kept one."""
+
+    def __init__(self, min_translation: float = 0.10, min_rotation_deg: float = 10.0):
+        self.min_translation = min_translation
+        self.min_rotation_deg = min_rotation_deg
+        self.poses: list[np.ndarray] = []
+
+    def should_add(self, T_world_cam: np.ndarray) -> bool:
+        for T in self.poses:
+            dt = np.linalg.norm(T[:3, 3] - T_world_cam[:3, 3])
+            cos = np.clip((np.trace(T[:3, :3].T @ T_world_cam[:3, :3]) - 1) / 2, -1, 1)
+            if dt < self.min_translation and np.degrees(np.arccos(cos)) < self.min_rotation_deg:
+                return False
+        self.poses.append(np.asarray(T_world_cam, float))
+        return True

@@ -1,0 +1,166 @@
+"""The hot path: frame → retrieve → match/infer → solve → PoseEstimate. The ROS nodes, the CLI and the tests all
+call these classes; nothing here knows about ROS or ground truth."""
+from __future__ import annotations
+
+import copy
+import time
+
+import numpy as np
+
+from relocal_ros.data.frames import RGBDFrame
+from relocal_ros.estimates import PoseEstimate, QueryEvidence
+from relocal_ros.geometry.camera import Intrinsics, undistort_points
+from relocal_ros.mapping.keyframe_map import KeyframeMap
+from relocal_ros.matching.features import mutual_nearest_neighbours
+from relocal_ros.retrieval.index import select_diverse
+from relocal_ros.solver.pnp import pose_covariance, solve_pnp_ransac
+
+METHODS = ("xfeat_pnp",)
+
+_DEFAULT_CONF = {
+    "inference": {
+        "method": "xfeat_pnp",
+        "retrieval_candidates": 10,   # FAISS shortlist before the diversity rule
+        "num_references": 3,          # keyframes matched per query
+        "min_reference_distance": 0.05,  # ExReNet: skip references closer than this to an already chosen one (m)
+        "max_reference_distance": 10.0,
+        "min_similarity": 0.80,       # cosine similarity of mutual nearest neighbours (XFeat)
+        "max_ratio": 1.0,             # Lowe ratio on descriptor distance; < 1 enables it (useful for SIFT)
+    },
+    "solver": {
+        "max_reproj_error": 4.0,      # pixels at the query's resolution (RANSAC inlier threshold)
+        "max_iterations": 2000,
+        "min_inliers": 30,            # refuse below: too few to trust, whatever the ratio
+        "min_inlier_ratio": 0.20,
+        "min_pixel_sigma": 1.0,       # floor of the reprojection noise used for the covariance
+        "max_position_std": 0.25,     # refuse when the covariance says the position is this uncertain (m)
+    },
+}
+
+
+def default_conf() -> dict:
+    return copy.deepcopy(_DEFAULT_CONF)
+
+
+def merge_conf(base: dict, override: dict | None) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in (override or {}).items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge_conf(out[k], v)
+        elif k not in out:
+            raise KeyError(f"unknown configuration key {k!r}; known: {sorted(out)}")
+        else:
+            out[k] = type(out[k])(v) if out[k] is not None and not isinstance(out[k], dict) else v
+    return out
+
+
+def check_frame(frame: RGBDFrame) -> str:
+    """'' when the frame can be localized, else why not."""
+    rgb = frame.rgb
+    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        return f"colour image must be H x W x 3 uint8, got {getattr(rgb, 'dtype', None)} {getattr(rgb, 'shape', None)}"
+    if rgb.shape[0] < 32 or rgb.shape[1] < 32:
+        return f"colour image too small ({rgb.shape[1]}x{rgb.shape[0]})"
+    intr = frame.intrinsics
+    if intr is None:
+        return "no camera intrinsics (camera_info)"
+    if (intr.width, intr.height) != (rgb.shape[1], rgb.shape[0]):
+        return f"camera_info is for {intr.width}x{intr.height} but the image is {rgb.shape[1]}x{rgb.shape[0]}"
+    return ""
+
+
+class InferenceEngine:
+    """Retrieval + matching against the retrieved keyframes' stored features (computed once, at mapping)."""
+
+    def __init__(self, keyframe_map: KeyframeMap, conf: dict | None = None):
+        self.map = keyframe_map
+        self.conf = merge_conf(_DEFAULT_CONF["inference"], conf)
+        if self.conf["method"] not in METHODS:
+            raise ValueError(f"unknown method {self.conf['method']!r}; available: {METHODS}")
+        self._centres = keyframe_map.centres()
+
+    def infer(self, frame: RGBDFrame) -> QueryEvidence:
+        t0 = time.perf_counter()
+        intr = frame.intrinsics
+        pinhole = Intrinsics(intr.fx, intr.fy, intr.cx, intr.cy, intr.width, intr.height) if intr else None
+        ev = QueryEvidence(frame.stamp, pinhole, self.conf["method"])
+        why = check_frame(frame) or ("the map has no keyframes" if len(self.map) == 0 else "")
+        if why:
+            ev.refusal = why
+            return ev
+        feats, gdesc = self.map.encoder(frame.rgb)
+        c = self.conf
+        _, cand = self.map.index.search(gdesc, int(c["retrieval_candidates"]))
+        refs = select_diverse(cand, self._centres, int(c["num_references"]), c["min_reference_distance"],
+                              c["max_reference_distance"])
+        ev.keyframe_ids = refs
+        best_sim = np.full(len(feats), -np.inf, np.float32)
+        best_X = np.full((len(feats), 3), np.nan, np.float32)
+        for kf_id in refs:
+            kf = self.map.keyframes[kf_id]
+            m = mutual_nearest_neighbours(feats.descriptors, kf.features.descriptors, c["min_similarity"], c["max_ratio"])
+            if len(m) == 0:
+                continue
+            X = kf.points3d[m[:, 1]]
+            sim = np.einsum("ij,ij->i", feats.descriptors[m[:, 0]], kf.features.descriptors[m[:, 1]])
+            ok = np.isfinite(X).all(1) & (sim > best_sim[m[:, 0]])
+            best_sim[m[ok, 0]] = sim[ok]   # one 3D point per query keypoint: the most similar match
+            best_X[m[ok, 0]] = X[ok]
+        keep = np.isfinite(best_sim) & np.isfinite(best_X).all(1)
+        ev.image_points = undistort_points(feats.keypoints[keep], intr)
+        ev.map_points = best_X[keep]
+        ev.weights = np.clip(best_sim[keep], 0, 1).astype(np.float32)
+        ev.inference_seconds = time.perf_counter() - t0
+        return ev
+
+
+class PoseSolver:
+    def __init__(self, conf: dict | None = None):
+        self.conf = merge_conf(_DEFAULT_CONF["solver"], conf)
+
+    def solve(self, ev: QueryEvidence) -> PoseEstimate:
+        t0 = time.perf_counter()
+        c = self.conf
+        est = PoseEstimate(ev.stamp, accepted=False, timings={"inference": ev.inference_seconds})
+        if ev.refusal:
+            est.reason = ev.refusal
+            return est
+        n = len(ev.image_points)
+        if n < c["min_inliers"]:
+            est.reason = f"{n} correspondences < min_inliers {c['min_inliers']}"
+            return est
+        res = solve_pnp_ransac(ev.image_points, ev.map_points, ev.intrinsics, c["max_reproj_error"], c["max_iterations"])
+        est.inliers = res.num_inliers
+        est.inlier_ratio = res.num_inliers / n
+        est.timings["solve"] = time.perf_counter() - t0
+        if res.T_map_cam is None or est.inliers < c["min_inliers"]:
+            est.reason = f"{est.inliers} inliers of {n} < min_inliers {c['min_inliers']}"
+            return est
+        if est.inlier_ratio < c["min_inlier_ratio"]:
+            est.reason = f"inlier ratio {est.inlier_ratio:.2f} < {c['min_inlier_ratio']}"
+            return est
+        sigma = max(res.reprojection_rms, c["min_pixel_sigma"])
+        cov = pose_covariance(res.T_map_cam, ev.image_points[res.inliers], ev.map_points[res.inliers],
+                              ev.intrinsics, sigma)
+        pos_std = float(np.sqrt(max(np.trace(cov[:3, :3]), 0.0)))
+        if not np.isfinite(pos_std) or pos_std > c["max_position_std"]:
+            est.reason = f"position uncertainty {pos_std:.3f} m > {c['max_position_std']} m"
+            return est
+        est.accepted, est.T_map_cam, est.covariance = True, res.T_map_cam, cov
+        est.reason = f"{est.inliers} inliers ({est.inlier_ratio:.0%}), rms {res.reprojection_rms:.2f} px"
+        est.timings["solve"] = time.perf_counter() - t0
+        return est
+
+
+class Relocalizer:
+    def __init__(self, keyframe_map: KeyframeMap, conf: dict | None = None):
+        conf = merge_conf(_DEFAULT_CONF, conf)
+        self.engine = InferenceEngine(keyframe_map, conf["inference"])
+        self.solver = PoseSolver(conf["solver"])
+
+    @classmethod
+    def from_map_dir(cls, path, conf: dict | None = None) -> "Relocalizer":
+        return cls(KeyframeMap.load(path), conf)
+
+    def localize(self, frame: RGBDFrame) -> PoseEstimate:
+        return self.solver.solve(self.engine.infer(frame))

@@ -1,0 +1,19 @@
+"""Everything computed from one image for retrieval and matching, in one place, so keyframes (once, at mapping)
+and queries (per image) go through exactly the same code."""
+from __future__ import annotations
+
+import numpy as np
+
+from relocal_ros.matching.features import LocalFeatures, make_extractor
+from relocal_ros.retrieval.vlad import VladAggregator
+
+
+class FrameEncoder:
+    def __init__(self, extractor: str, extractor_conf: dict, vocabulary: np.ndarray):
+        self.extractor_name = extractor
+        self.extractor = make_extractor(extractor, extractor_conf)
+        self.vlad = VladAggregator(vocabulary)
+
+    def __call__(self, rgb: np.ndarray) -> tuple[LocalFeatures, np.ndarray]:
+        feats = self.extractor(rgb)
+        return feats, self.vlad(feats.descriptors)

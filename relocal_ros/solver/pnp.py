@@ -1,0 +1,71 @@
+"""PnP inside RANSAC (poselib: P3P minimal solver, LO-RANSAC, Cauchy-robust refinement) on 2D-3D correspondences,
+and a first-order pose covariance from the inlier geometry."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import poselib
+from scipy.spatial.transform import Rotation
+
+from relocal_ros.geometry.camera import Intrinsics
+from relocal_ros.geometry.poses import invert, make_T
+
+
+@dataclass
+class PnPResult:
+    T_map_cam: np.ndarray | None
+    inliers: np.ndarray          # boolean mask over the correspondences
+    reprojection_rms: float      # pixels, over inliers
+
+    @property
+    def num_inliers(self) -> int:
+        return int(self.inliers.sum())
+
+
+def solve_pnp_ransac(image_points: np.ndarray, map_points: np.ndarray, intr: Intrinsics,
+                     max_reproj_error: float = 4.0, max_iterations: int = 2000, seed: int = 0) -> PnPResult:
+    """image_points must already be undistorted (ideal pinhole with intr.K)."""
+    n = len(image_points)
+    if n < 4:
+        return PnPResult(None, np.zeros(n, bool), float("nan"))
+    camera = {"model": "PINHOLE", "width": intr.width, "height": intr.height,
+              "params": [intr.fx, intr.fy, intr.cx, intr.cy]}
+    ransac = {"max_reproj_error": float(max_reproj_error), "max_iterations": int(max_iterations),
+              "min_iterations": 50, "success_prob": 0.9999, "seed": int(seed)}
+    pose, info = poselib.estimate_absolute_pose(np.asarray(image_points, np.float64),
+                                                np.asarray(map_points, np.float64), camera, ransac, {})
+    inliers = np.asarray(info["inliers"], bool)
+    if inliers.sum() < 4:
+        return PnPResult(None, inliers, float("nan"))
+    T_cam_map = make_T(np.asarray(pose.R), np.asarray(pose.t))
+    res = reprojection_residuals(T_cam_map, image_points[inliers], map_points[inliers], intr)
+    return PnPResult(invert(T_cam_map), inliers, float(np.sqrt(np.mean(res ** 2)) if len(res) else np.nan))
+
+
+def reprojection_residuals(T_cam_map: np.ndarray, uv: np.ndarray, X: np.ndarray, intr: Intrinsics) -> np.ndarray:
+    pc = X @ T_cam_map[:3, :3].T + T_cam_map[:3, 3]
+    z = np.where(np.abs(pc[:, 2]) > 1e-9, pc[:, 2], 1e-9)
+    proj = np.stack([intr.fx * pc[:, 0] / z + intr.cx, intr.fy * pc[:, 1] / z + intr.cy], 1)
+    return (proj - uv).reshape(-1)
+
+
+def pose_covariance(T_map_cam: np.ndarray, uv: np.ndarray, X: np.ndarray, intr: Intrinsics,
+                    pixel_sigma: float) -> np.ndarray:
+    """6x6 covariance of (position x y z, rotation x y z) of the camera in the map frame — the parametrisation of
+    geometry_msgs/PoseWithCovariance (rotation as a small left perturbation about the map axes) — from the
+    Gauss-Newton normal equations of the inlier reprojection errors: Σ = σ² (JᵀJ)⁻¹ (finite-difference Jacobian)."""
+    def residuals(delta):
+        R = Rotation.from_rotvec(delta[3:]).as_matrix() @ T_map_cam[:3, :3]
+        T = make_T(R, T_map_cam[:3, 3] + delta[:3])
+        return reprojection_residuals(invert(T), uv, X, intr)
+
+    r0 = residuals(np.zeros(6))
+    eps = np.array([1e-4] * 3 + [1e-5] * 3)
+    J = np.stack([(residuals(np.eye(6)[i] * eps[i]) - r0) / eps[i] for i in range(6)], 1)
+    JtJ = J.T @ J
+    try:
+        cov = np.linalg.inv(JtJ) * pixel_sigma ** 2
+    except np.linalg.LinAlgError:
+        cov = np.linalg.pinv(JtJ) * pixel_sigma ** 2
+    return 0.5 * (cov + cov.T)
