@@ -1,0 +1,81 @@
+import numpy as np
+import pytest
+
+from relocal_ros.data.sources import open_source
+from relocal_ros.data.splits import split_tum
+from relocal_ros.data.trajectory import PoseTrack, read_tum_trajectory, write_tum_trajectory
+from relocal_ros.data.tum import read_file_list
+from relocal_ros.geometry.poses import T_from_tq, pose_error
+
+
+def test_pose_track_interpolates_and_refuses_gaps():
+    T0 = T_from_tq([0, 0, 0], [0, 0, 0, 1])
+    T1 = T_from_tq([1, 0, 0], [0, 0, np.sin(np.pi / 8), np.cos(np.pi / 8)])  # 45 deg about z
+    track = PoseTrack(np.array([10.0, 10.01, 11.0]), np.stack([T0, T1, T1]), max_gap=0.05)
+    mid = track.at(10.005)
+    assert np.allclose(mid[:3, 3], [0.5, 0, 0])
+    assert pose_error(mid, T0)[1] == pytest.approx(22.5, abs=1e-6)
+    assert track.at(10.5) is None          # bracketing samples 0.99 s apart
+    assert track.at(9.0) is None and track.at(12.0) is None
+    assert np.allclose(track.at(10.0), T0)
+
+
+def test_tum_trajectory_round_trip(tmp_path):
+    T = T_from_tq([1, 2, 3], [0.1, 0.2, 0.3, 0.9])
+    write_tum_trajectory(tmp_path / "t.txt", ["1305031229.528748"], [T])
+    stamps, poses = read_tum_trajectory(tmp_path / "t.txt")
+    assert stamps == ["1305031229.528748"]
+    assert pose_error(poses[0], T)[0] < 1e-6 and pose_error(poses[0], T)[1] < 1e-3
+
+
+def test_bad_trajectory_line_is_a_clear_error(tmp_path):
+    (tmp_path / "t.txt").write_text("1.0 0 0 0 0 0 0\n")
+    with pytest.raises(ValueError, match="expected 8 fields"):
+        read_tum_trajectory(tmp_path / "t.txt")
+
+
+def test_tum_reader_associates_depth_and_ground_truth(tum_rpy):
+    seq = open_source(tum_rpy)
+    assert len(seq) == 181
+    f = seq[0]
+    assert f.stamp == "1305031229.528748"
+    assert f.rgb.shape == (480, 640, 3) and f.rgb.dtype == np.uint8
+    assert f.depth.dtype == np.float32 and 0.5 < np.median(f.depth[f.depth > 0]) < 5
+    assert f.intrinsics.fx == pytest.approx(517.306408) and f.intrinsics.has_distortion
+    assert f.pose is not None
+    # ground truth at the image time lies between the two bracketing 100 Hz samples
+    gt_stamps, gt = read_tum_trajectory(tum_rpy / "groundtruth.txt")
+    t = np.array([float(s) for s in gt_stamps])
+    i = np.searchsorted(t, f.time)
+    assert pose_error(f.pose, gt[i])[0] < 0.01
+    # frames with no ground truth within the gap limit get no pose (README: 1305031244.861636 is 49 ms away)
+    no_gt = [s for s, _ in seq.rgb if s == "1305031244.861636"]
+    assert no_gt and seq[[s for s, _ in seq.rgb].index(no_gt[0])].pose is None
+
+
+def test_split_makes_map_and_query_folders_without_query_ground_truth(tum_rpy, tmp_path):
+    m, q = split_tum(tum_rpy, tmp_path / "map", tmp_path / "query", 0.6)
+    nm, nq = len(read_file_list(m / "rgb.txt")), len(read_file_list(q / "rgb.txt"))
+    assert (nm, nq) == (109, 72)
+    assert (m / "groundtruth.txt").is_file() and not (q / "groundtruth.txt").exists()
+    qs = open_source(q)
+    assert qs[0].pose is None and qs[0].depth is not None
+    assert float(qs[0].stamp) > float(open_source(m)[nm - 1].stamp)
+
+
+def test_sevenscenes_reader(sevenscenes_stairs):
+    scene = open_source(sevenscenes_stairs)
+    assert len(scene) == 12
+    f = scene[4]
+    assert f.stamp == "200001" and f.name.endswith("frame-000001.color.jpg")
+    assert f.depth.max() < 10 and not np.any(f.depth == 65.535)  # 65535 marks invalid -> 0
+    assert f.pose is not None and abs(np.linalg.det(f.pose[:3, :3]) - 1) < 1e-6
+    one_seq = open_source(sevenscenes_stairs / "seq-02")
+    assert [one_seq[i].stamp for i in range(3)] == ["200000", "200001", "200002"]
+
+
+def test_unknown_source_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="not a TUM RGB-D folder"):
+        open_source(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        open_source(tmp_path / "nope")

@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+
+import planar_scene as ps
+from relocal_ros.data.frames import RGBDFrame
+from relocal_ros.data.sources import open_source
+from relocal_ros.data.splits import split_tum
+from relocal_ros.geometry.camera import Intrinsics
+from relocal_ros.geometry.poses import pose_error
+from relocal_ros.mapping.builder import build_map
+from relocal_ros.pipeline import Relocalizer, default_conf, merge_conf
+
+
+@pytest.fixture(scope="module")
+def plane_reloc():
+    kmap = build_map(ps.map_frames(), {"vocabulary": "map", "vocabulary_words": 16}, progress=False)
+    return Relocalizer(kmap)
+
+
+def test_queries_on_the_textured_plane_are_localized_accurately(plane_reloc):
+    for q in ps.query_frames():
+        truth = q.pose
+        q.pose = None
+        est = plane_reloc.localize(q)
+        assert est.accepted, est.reason
+        dt, dr = pose_error(est.T_map_cam, truth)
+        assert dt < 0.02 and dr < 0.5, (dt, dr)
+        # the covariance is a real 6x6 SPD matrix whose position part is consistent with the error
+        assert est.covariance.shape == (6, 6) and np.all(np.linalg.eigvalsh(est.covariance) > 0)
+        assert np.sqrt(np.trace(est.covariance[:3, :3])) < 0.05
+
+
+def test_unknown_place_is_refused(plane_reloc):
+    rng = np.random.default_rng(0)
+    noise = RGBDFrame("1.0", rng.integers(0, 255, (240, 320, 3), dtype=np.uint8), None, ps.INTR)
+    est = plane_reloc.localize(noise)
+    assert not est.accepted and est.T_map_cam is None and est.reason
+
+
+def test_mismatched_camera_info_is_refused_not_crashed(plane_reloc):
+    q = ps.query_frames()[0]
+    q.intrinsics = Intrinsics(400, 400, 319.5, 239.5, 640, 480)
+    est = plane_reloc.localize(q)
+    assert not est.accepted and "camera_info is for 640x480" in est.reason
+    bad = RGBDFrame("2.0", np.zeros((240, 320), np.uint8), None, ps.INTR)
+    est = plane_reloc.localize(bad)
+    assert not est.accepted and "H x W x 3 uint8" in est.reason
+
+
+def test_unknown_conf_key_is_rejected():
+    with pytest.raises(KeyError, match="unknown configuration key"):
+        merge_conf(default_conf(), {"solver": {"min_inlier": 3}})
+
+
+def test_real_fr1_rpy_queries_localize(tum_rpy, tmp_path):
+    m, q = split_tum(tum_rpy, tmp_path / "map", tmp_path / "query", 0.6)
+    src = open_source(m)
+    kmap = build_map(src, {"min_translation": 0.05, "min_rotation_deg": 8.0}, progress=False)
+    reloc = Relocalizer(kmap)
+    truth = open_source(tum_rpy)
+    stamps = {truth.rgb[i][0]: i for i in range(len(truth))}
+    qs = open_source(q)
+    good = total = 0
+    for i in range(0, len(qs), 6):
+        f = qs[i]
+        gt = truth[stamps[f.stamp]].pose
+        if gt is None:
+            continue
+        total += 1
+        est = reloc.localize(f)
+        if est.accepted:
+            dt, dr = pose_error(est.T_map_cam, gt)
+            good += dt < 0.05 and dr < 5
+            assert dt < 0.25, f"{f.stamp}: accepted a pose {dt:.2f} m off"  # never a confident wrong pose
+    assert total >= 10 and good / total >= 0.75

@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+
+from relocal_ros.geometry.camera import Intrinsics
+from relocal_ros.geometry.poses import invert, make_T, pose_error
+from relocal_ros.solver.pnp import pose_covariance, solve_pnp_ransac
+from scipy.spatial.transform import Rotation
+
+INTR = Intrinsics(500.0, 500.0, 320.0, 240.0, 640, 480)
+
+
+def _scene(n, seed, noise_px=0.0):
+    rng = np.random.default_rng(seed)
+    T_map_cam = make_T(Rotation.from_rotvec(rng.normal(0, 0.3, 3)).as_matrix(), rng.normal(0, 1, 3))
+    pc = np.column_stack([rng.uniform(-2, 2, n), rng.uniform(-1.5, 1.5, n), rng.uniform(1.5, 6, n)])
+    X = pc @ T_map_cam[:3, :3].T + T_map_cam[:3, 3]
+    uv = np.column_stack([INTR.fx * pc[:, 0] / pc[:, 2] + INTR.cx, INTR.fy * pc[:, 1] / pc[:, 2] + INTR.cy])
+    return T_map_cam, uv + rng.normal(0, noise_px, uv.shape) if noise_px else uv, X
+
+
+def test_exact_correspondences_recover_pose_below_1cm_and_0_1deg():
+    T, uv, X = _scene(200, 0)
+    res = solve_pnp_ransac(uv, X, INTR)
+    dt, dr = pose_error(res.T_map_cam, T)
+    assert dt < 0.01 and dr < 0.1
+    assert res.num_inliers == 200
+
+
+def test_half_outliers_are_rejected():
+    T, uv, X = _scene(300, 1, noise_px=0.5)
+    rng = np.random.default_rng(2)
+    bad = rng.random(300) < 0.5
+    uv[bad] = rng.uniform([0, 0], [640, 480], (bad.sum(), 2))
+    res = solve_pnp_ransac(uv, X, INTR)
+    dt, dr = pose_error(res.T_map_cam, T)
+    assert dt < 0.02 and dr < 0.3
+    # inliers found are (almost) exactly the clean correspondences
+    assert (res.inliers & bad).sum() <= 3 and (res.inliers & ~bad).sum() >= 0.95 * (~bad).sum()
+
+
+def test_too_few_points_gives_no_pose():
+    T, uv, X = _scene(3, 3)
+    assert solve_pnp_ransac(uv, X, INTR).T_map_cam is None
+
+
+def test_covariance_matches_monte_carlo_spread():
+    """The first-order covariance must predict the scatter of PnP solutions under pixel noise (within 2x)."""
+    T, uv_clean, X = _scene(60, 4)
+    sigma = 1.0
+    rng = np.random.default_rng(5)
+    positions, rotvecs = [], []
+    for _ in range(150):
+        res = solve_pnp_ransac(uv_clean + rng.normal(0, sigma, uv_clean.shape), X, INTR, max_reproj_error=6.0)
+        positions.append(res.T_map_cam[:3, 3] - T[:3, 3])
+        rotvecs.append(Rotation.from_matrix(res.T_map_cam[:3, :3] @ T[:3, :3].T).as_rotvec())
+    empirical = np.cov(np.column_stack([positions, rotvecs]).T)
+    predicted = pose_covariance(T, uv_clean, X, INTR, sigma)
+    assert np.all(np.linalg.eigvalsh(predicted) > 0)
+    ratio = np.diag(empirical) / np.diag(predicted)
+    assert np.all((ratio > 0.5) & (ratio < 2.0)), ratio
+
+
+def test_covariance_shrinks_with_more_points():
+    T, uv, X = _scene(400, 6)
+    small = pose_covariance(T, uv[:40], X[:40], INTR, 1.0)
+    large = pose_covariance(T, uv, X, INTR, 1.0)
+    assert np.trace(large[:3, :3]) < 0.3 * np.trace(small[:3, :3])
