@@ -11,7 +11,7 @@ from relocal_ros.data.frames import RGBDFrame
 from relocal_ros.estimates import PoseEstimate, QueryEvidence
 from relocal_ros.geometry.camera import Intrinsics, undistort_points
 from relocal_ros.mapping.keyframe_map import KeyframeMap
-from relocal_ros.matching.features import mutual_nearest_neighbours
+from relocal_ros.matching.matchers import make_matcher
 from relocal_ros.retrieval.index import select_diverse
 from relocal_ros.solver.pnp import pose_covariance, solve_pnp_ransac
 
@@ -24,8 +24,10 @@ _DEFAULT_CONF = {
         "num_references": 3,          # keyframes matched per query
         "min_reference_distance": 0.05,  # ExReNet: skip references closer than this to an already chosen one (m)
         "max_reference_distance": 10.0,
-        "min_similarity": 0.80,       # cosine similarity of mutual nearest neighbours (XFeat)
-        "max_ratio": 1.0,             # Lowe ratio on descriptor distance; < 1 enables it (useful for SIFT)
+        "matcher": "mnn",             # "mnn" (mutual nearest neighbours) or "lighterglue" (slower, more matches)
+        "min_similarity": 0.80,       # mnn: cosine similarity of mutual nearest neighbours (XFeat)
+        "max_ratio": 1.0,             # mnn: Lowe ratio on descriptor distance; < 1 enables it (useful for SIFT)
+        "min_confidence": 0.1,        # lighterglue: match confidence
     },
     "solver": {
         "max_reproj_error": 4.0,      # pixels at the query's resolution (RANSAC inlier threshold)
@@ -78,6 +80,7 @@ class InferenceEngine:
         if self.conf["method"] not in METHODS:
             raise ValueError(f"unknown method {self.conf['method']!r}; available: {METHODS}")
         self._centres = keyframe_map.centres()
+        self.matcher = make_matcher(self.conf["matcher"], self.conf)
 
     def infer(self, frame: RGBDFrame) -> QueryEvidence:
         t0 = time.perf_counter()
@@ -98,13 +101,13 @@ class InferenceEngine:
         best_X = np.full((len(feats), 3), np.nan, np.float32)
         for kf_id in refs:
             kf = self.map.keyframes[kf_id]
-            m = mutual_nearest_neighbours(feats.descriptors, kf.features.descriptors, c["min_similarity"], c["max_ratio"])
+            m, sim = self.matcher(feats, (intr.width, intr.height), kf.features,
+                                  (kf.intrinsics.width, kf.intrinsics.height))
             if len(m) == 0:
                 continue
             X = kf.points3d[m[:, 1]]
-            sim = np.einsum("ij,ij->i", feats.descriptors[m[:, 0]], kf.features.descriptors[m[:, 1]])
             ok = np.isfinite(X).all(1) & (sim > best_sim[m[:, 0]])
-            best_sim[m[ok, 0]] = sim[ok]   # one 3D point per query keypoint: the most similar match
+            best_sim[m[ok, 0]] = sim[ok]   # one 3D point per query keypoint: the most confident match
             best_X[m[ok, 0]] = X[ok]
         keep = np.isfinite(best_sim) & np.isfinite(best_X).all(1)
         ev.image_points = undistort_points(feats.keypoints[keep], intr)

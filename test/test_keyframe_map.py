@@ -31,7 +31,7 @@ def test_save_load_round_trip(plane_map, tmp_path):
     assert np.array_equal(a.features.keypoints, b.features.keypoints)
     assert np.allclose(a.features.descriptors, b.features.descriptors, atol=1e-3)  # stored as float16
     assert np.array_equal(a.points3d, b.points3d, equal_nan=True)
-    _, ids = loaded.index.search(a.global_descriptor, 1)
+    _, ids = loaded.index.search(a.global_descriptors[0], 1)
     assert ids[0] == 3
 
 
@@ -52,7 +52,7 @@ def test_tampered_map_is_refused_and_previous_in_memory_map_stays_usable(plane_m
     (version / "arrays.npz").write_bytes(bytes(blob))
     with pytest.raises(MapFormatError, match="checksum mismatch"):
         KeyframeMap.load(root)
-    assert len(good) == len(plane_map) and good.index.search(good.keyframes[0].global_descriptor, 1)[1][0] == 0
+    assert len(good) == len(plane_map) and good.index.search(good.keyframes[0].global_descriptors[0], 1)[1][0] == 0
 
 
 def test_truncated_and_crafted_maps_are_refused(plane_map, tmp_path):

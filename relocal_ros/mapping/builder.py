@@ -8,7 +8,7 @@ import numpy as np
 from tqdm import tqdm
 
 from relocal_ros.mapping.keyframe_map import KeyframeMap, KeyframeSelector
-from relocal_ros.matching.features import make_extractor
+from relocal_ros.matching.features import LocalFeatures, make_extractor
 from relocal_ros.retrieval.vlad import VladAggregator, learn_vocabulary
 
 log = logging.getLogger(__name__)
@@ -19,6 +19,7 @@ DEFAULT_BUILD_CONF = {
     "min_translation": 0.05,   # keyframe selection (m); a denser map costs memory, not query time (top-k search)
     "min_rotation_deg": 5.0,
     "vocabulary_words": 64,
+    "rotations": [0.0, 45.0, -45.0],  # in-plane angles keyframes are stored at (XFeat is not rotation invariant)
     "vocabulary": "auto",      # "auto": shipped vocabulary when present, else learned from this map; or "map", or a .npy path
 }
 
@@ -39,7 +40,7 @@ def build_map(source, conf: dict | None = None, progress: bool = True) -> Keyfra
             continue
         if selector.should_add(frame.pose):
             selected.append(i)
-            features.append(extractor(frame.rgb))
+            features.append([extractor.extract_rotated(frame.rgb, a) for a in conf["rotations"]])
     if skipped:
         log.warning("%d of %d frames have no pose and were not used as keyframes", skipped, len(source))
     if not selected:
@@ -50,16 +51,16 @@ def build_map(source, conf: dict | None = None, progress: bool = True) -> Keyfra
     if vocab_choice == "auto":
         vocab_choice = str(shipped) if shipped.is_file() else "map"
     if vocab_choice == "map":
-        vocabulary = learn_vocabulary(np.concatenate([f.descriptors for f in features]), conf["vocabulary_words"])
+        vocabulary = learn_vocabulary(np.concatenate([f[0].descriptors for f in features]), conf["vocabulary_words"])
         vocab_source = "learned from this map's keyframes"
     else:
         vocabulary = np.load(vocab_choice, allow_pickle=False)
         vocab_source = Path(vocab_choice).name
 
     kmap = KeyframeMap(vocabulary, conf["extractor"], extractor.conf,
-                       metadata={"vocabulary": vocab_source, "source_frames": len(source)})
-    kmap._encoder = None
+                       metadata={"vocabulary": vocab_source, "source_frames": len(source)}, rotations=conf["rotations"])
     vlad = VladAggregator(vocabulary)
-    for i, feats in tqdm(list(zip(selected, features)), desc="indexing", unit="kf", disable=not progress):
-        kmap._append(source[i], feats, vlad(feats.descriptors))
+    for i, per_rotation in tqdm(list(zip(selected, features)), desc="indexing", unit="kf", disable=not progress):
+        kmap._append(source[i], LocalFeatures.concatenate(per_rotation),
+                     np.stack([vlad(f.descriptors) for f in per_rotation]))
     return kmap

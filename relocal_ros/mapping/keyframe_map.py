@@ -50,7 +50,7 @@ class Keyframe:
     intrinsics: Intrinsics
     features: LocalFeatures
     points3d: np.ndarray        # N x 3 map frame, NaN where the keypoint has no reliable depth
-    global_descriptor: np.ndarray
+    global_descriptors: np.ndarray  # R x D: one per stored in-plane rotation
     thumbnail: np.ndarray       # h x w x 3 uint8
     depth_thumbnail: np.ndarray  # h x w float16 metres (0 = none)
 
@@ -97,8 +97,9 @@ def lift_keypoints(features: LocalFeatures, depth: np.ndarray | None, intr: Intr
 
 class KeyframeMap:
     def __init__(self, vocabulary: np.ndarray, extractor: str = "xfeat", extractor_conf: dict | None = None,
-                 metadata: dict | None = None):
+                 metadata: dict | None = None, rotations=(0.0,)):
         self.vocabulary = np.asarray(vocabulary, np.float32)
+        self.rotations = tuple(float(r) for r in rotations)
         self.extractor = extractor
         self.extractor_conf = {**DEFAULT_CONFS.get(extractor, {}), **(extractor_conf or {})}
         self.metadata = dict(metadata or {})
@@ -121,14 +122,21 @@ class KeyframeMap:
     def __len__(self) -> int:
         return len(self.keyframes)
 
+    def encode_keyframe(self, rgb: np.ndarray) -> tuple[LocalFeatures, np.ndarray]:
+        """Local features at every stored rotation (keypoints in the image's own frame) and one global
+        descriptor per rotation."""
+        per_rotation = [self.encoder.extractor.extract_rotated(rgb, a) for a in self.rotations]
+        gdescs = np.stack([self.encoder.vlad(f.descriptors) for f in per_rotation])
+        return LocalFeatures.concatenate(per_rotation), gdescs
+
     def add_keyframe(self, frame: RGBDFrame) -> int:
-        """Encode once (features, 3D points, global descriptor) and index; returns the keyframe id."""
+        """Encode once (features, 3D points, global descriptors) and index; returns the keyframe id."""
         if frame.pose is None or not is_rigid(frame.pose):
             raise ValueError(f"keyframe {frame.stamp}: needs a valid camera-to-map pose")
-        features, gdesc = self.encoder(frame.rgb)
-        return self._append(frame, features, gdesc)
+        return self._append(frame, *self.encode_keyframe(frame.rgb))
 
-    def _append(self, frame: RGBDFrame, features: LocalFeatures, gdesc: np.ndarray) -> int:
+    def _append(self, frame: RGBDFrame, features: LocalFeatures, gdescs: np.ndarray) -> int:
+        gdescs = np.atleast_2d(gdescs)
         pts = lift_keypoints(features, frame.depth, frame.intrinsics, frame.pose)
         thumb = cv2.resize(frame.rgb, THUMB_SIZE, interpolation=cv2.INTER_AREA)
         if frame.depth is not None:
@@ -137,9 +145,9 @@ class KeyframeMap:
         else:
             dthumb = np.zeros(THUMB_SIZE[::-1], np.float16)
         kf = Keyframe(len(self.keyframes), frame.stamp, np.asarray(frame.pose, float), frame.intrinsics, features,
-                      pts, gdesc, thumb, dthumb)
+                      pts, gdescs, thumb, dthumb)
         self.keyframes.append(kf)
-        self.index.add(gdesc)
+        self.index.add(gdescs, kf.id)
         return kf.id
 
     def centres(self) -> np.ndarray:
@@ -189,7 +197,9 @@ class KeyframeMap:
                             else np.zeros((0, dim), np.float32)).astype(np.float16),
             "scores": np.concatenate([kf.features.scores for kf in kfs]) if kfs else np.zeros(0, np.float32),
             "points3d": np.concatenate([kf.points3d for kf in kfs]) if kfs else np.zeros((0, 3), np.float32),
-            "global_descriptors": np.array([kf.global_descriptor for kf in kfs], np.float32).reshape(len(kfs), -1),
+            "global_descriptors": np.array([kf.global_descriptors for kf in kfs], np.float32).reshape(
+                len(kfs), len(self.rotations), -1),
+            "index_owners": self.index.owners,
             "thumbnails": np.array([kf.thumbnail for kf in kfs], np.uint8).reshape(len(kfs), THUMB_SIZE[1], THUMB_SIZE[0], 3),
             "depth_thumbnails": np.array([kf.depth_thumbnail for kf in kfs], np.float16).reshape(len(kfs), THUMB_SIZE[1], THUMB_SIZE[0]),
         }
@@ -203,6 +213,7 @@ class KeyframeMap:
             "created_unix": time.time(),
             "extractor": self.extractor,
             "extractor_conf": self.extractor_conf,
+            "rotations": list(self.rotations),
             "metadata": self.metadata,
             "keyframes": [{"id": kf.id, "stamp": kf.stamp, "intrinsics": kf.intrinsics.to_dict()} for kf in kfs],
             "checksums": {name: _sha256(d / name) for name in ("arrays.npz", "index.faiss")},
@@ -235,7 +246,8 @@ class KeyframeMap:
         try:
             with np.load(version / "arrays.npz", allow_pickle=False) as z:
                 a = {k: z[k] for k in z.files}
-            m = cls(a["vocabulary"], manifest["extractor"], manifest["extractor_conf"], manifest.get("metadata"))
+            m = cls(a["vocabulary"], manifest["extractor"], manifest["extractor_conf"], manifest.get("metadata"),
+                    manifest["rotations"])
             offsets = np.concatenate([[0], np.cumsum(a["feature_counts"])])
             for i, meta in enumerate(manifest["keyframes"]):
                 s = slice(offsets[i], offsets[i + 1])
@@ -248,10 +260,12 @@ class KeyframeMap:
             raise
         except Exception as e:  # a consistent checksum over inconsistent content: a bug or a crafted file
             raise MapFormatError(f"{version}: inconsistent map content ({type(e).__name__}: {e})") from e
-        if index.ntotal != len(m.keyframes) or index.d != m.index.dim:
+        if index.ntotal != len(m.keyframes) * len(m.rotations) or index.d != m.index.dim:
             raise MapFormatError(f"{version}: index holds {index.ntotal} x {index.d}, map has "
-                                 f"{len(m.keyframes)} keyframes x {m.index.dim}")
-        m.index.index = index
+                                 f"{len(m.keyframes)} keyframes x {len(m.rotations)} rotations x {m.index.dim}")
+        if len(a["index_owners"]) != index.ntotal:
+            raise MapFormatError(f"{version}: index owners do not match the index")
+        m.index.index, m.index.owners = index, a["index_owners"]
         return m
 
 
