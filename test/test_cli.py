@@ -1,0 +1,52 @@
+"""The command line as evaluation scripts call it: real processes, real files."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from relocal_ros.data.trajectory import read_tum_trajectory
+
+
+def relocal(*args, check=True):
+    p = subprocess.run([sys.executable, "-m", "relocal_ros.cli", "-q", *map(str, args)], capture_output=True,
+                       text=True, timeout=600)
+    if check and p.returncode != 0:
+        raise AssertionError(f"relocal {' '.join(map(str, args))} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def test_build_localize_evaluate_on_real_tum_split(tum_rpy, tmp_path):
+    relocal("split", tum_rpy, "--map-out", tmp_path / "m", "--query-out", tmp_path / "q", "--ratio", "0.85")
+    relocal("build-map", tmp_path / "m", "--out", tmp_path / "map", "--min-rotation", "10")
+    out = relocal("localize", tmp_path / "map", tmp_path / "q", "--out", tmp_path / "est.txt").stdout
+    assert "localized" in out and "p95" in out
+    stamps, poses = read_tum_trajectory(tmp_path / "est.txt")
+    queries = [l.split()[0] for l in (tmp_path / "q" / "rgb.txt").read_text().splitlines() if not l.startswith("#")]
+    assert len(stamps) >= 0.8 * len(queries) and set(stamps) <= set(queries)  # stamps verbatim from rgb.txt
+    report = relocal("evaluate", tmp_path / "est.txt", tum_rpy / "groundtruth.txt", "--queries", tmp_path / "q").stdout
+    share = float(report.split("within 5 cm / 5 deg:")[1].split("%")[0])
+    assert share >= 75.0, report
+    assert "median translation error" in report and "within 25 cm / 10 deg" in report
+
+
+def test_evaluate_counts_refusals_as_failures(tmp_path):
+    gt = tmp_path / "gt.txt"
+    gt.write_text("1.0 0 0 0 0 0 0 1\n2.0 1 0 0 0 0 0 1\n3.0 2 0 0 0 0 0 1\n")
+    est = tmp_path / "est.txt"
+    est.write_text("1.0 0.01 0 0 0 0 0 1\n2.0 1.5 0 0 0 0 0 1\n")
+    q = tmp_path / "q"
+    q.mkdir()
+    (q / "rgb.txt").write_text("1.0 rgb/1.png\n2.0 rgb/2.png\n3.0 rgb/3.png\n")
+    out = relocal("evaluate", est, gt, "--queries", q).stdout
+    assert "2 estimates of 3 queries" in out
+    assert "within 5 cm / 5 deg: 33.3 %" in out and "within 25 cm / 10 deg: 33.3 %" in out
+
+
+def test_user_errors_are_one_clear_line(tmp_path):
+    p = relocal("build-map", tmp_path / "missing", "--out", tmp_path / "map", check=False)
+    assert p.returncode == 2 and "no such file or folder" in p.stderr and "Traceback" not in p.stderr
+    (tmp_path / "map").mkdir()
+    (tmp_path / "map" / "CURRENT").write_text("v000001\n")
+    p = relocal("localize", tmp_path / "map", tmp_path, "--out", tmp_path / "e.txt", check=False)
+    assert p.returncode == 2 and "not a complete map version" in p.stderr
