@@ -35,6 +35,8 @@ _DEFAULT_CONF = {
         "min_inliers": 30,            # refuse below: too few to trust, whatever the ratio
         "min_inlier_ratio": 0.20,
         "min_pixel_sigma": 1.0,       # floor of the reprojection noise used for the covariance
+        "map_sigma_m": 0.01,          # error of the map's keyframe positions (m), a covariance floor
+        "map_sigma_deg": 0.5,         # error of the map's keyframe orientations (deg), a covariance floor
         "max_position_std": 0.25,     # refuse when the covariance says the position is this uncertain (m)
     },
 }
@@ -144,7 +146,7 @@ class PoseSolver:
             return est
         sigma = max(res.reprojection_rms, c["min_pixel_sigma"])
         cov = pose_covariance(res.T_map_cam, ev.image_points[res.inliers], ev.map_points[res.inliers],
-                              ev.intrinsics, sigma)
+                              ev.intrinsics, sigma, c["map_sigma_m"], c["map_sigma_deg"])
         pos_std = float(np.sqrt(max(np.trace(cov[:3, :3]), 0.0)))
         if not np.isfinite(pos_std) or pos_std > c["max_position_std"]:
             est.reason = f"position uncertainty {pos_std:.3f} m > {c['max_position_std']} m"

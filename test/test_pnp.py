@@ -3,7 +3,7 @@ import pytest
 
 from relocal_ros.geometry.camera import Intrinsics
 from relocal_ros.geometry.poses import invert, make_T, pose_error
-from relocal_ros.solver.pnp import pose_covariance, solve_pnp_ransac
+from relocal_ros.solver.pnp import depth_sensor_sigma, pose_covariance, solve_pnp_ransac
 from scipy.spatial.transform import Rotation
 
 INTR = Intrinsics(500.0, 500.0, 320.0, 240.0, 640, 480)
@@ -54,7 +54,7 @@ def test_covariance_matches_monte_carlo_spread():
         positions.append(res.T_map_cam[:3, 3] - T[:3, 3])
         rotvecs.append(Rotation.from_matrix(res.T_map_cam[:3, :3] @ T[:3, :3].T).as_rotvec())
     empirical = np.cov(np.column_stack([positions, rotvecs]).T)
-    predicted = pose_covariance(T, uv_clean, X, INTR, sigma)
+    predicted = pose_covariance(T, uv_clean, X, INTR, sigma, depth_noise=None)
     assert np.all(np.linalg.eigvalsh(predicted) > 0)
     ratio = np.diag(empirical) / np.diag(predicted)
     assert np.all((ratio > 0.5) & (ratio < 2.0)), ratio
@@ -64,4 +64,25 @@ def test_covariance_shrinks_with_more_points():
     T, uv, X = _scene(400, 6)
     small = pose_covariance(T, uv[:40], X[:40], INTR, 1.0)
     large = pose_covariance(T, uv, X, INTR, 1.0)
+    floor = pose_covariance(T, uv, X, INTR, 1.0, map_sigma_m=0.02)
+    assert np.allclose(np.diag(floor)[:3] - np.diag(large)[:3], 0.02 ** 2)
     assert np.trace(large[:3, :3]) < 0.3 * np.trace(small[:3, :3])
+
+
+def test_covariance_accounts_for_depth_noise_of_map_points():
+    """Map points with depth-sensor-sized noise in unknown directions (isotropic): the covariance with the depth
+    model must predict the scatter (within 2x); the pixel-only covariance underestimates it."""
+    T, uv, X_true = _scene(80, 7)
+    rng = np.random.default_rng(8)
+    centre = T[:3, 3]
+    z = (X_true - centre) @ T[:3, 2]
+    positions = []
+    for _ in range(120):
+        X = X_true + rng.normal(0, 1, X_true.shape) * depth_sensor_sigma(z)[:, None]
+        res = solve_pnp_ransac(uv + rng.normal(0, 0.5, uv.shape), X, INTR, max_reproj_error=8.0)
+        positions.append(res.T_map_cam[:3, 3] - centre)
+    emp = np.trace(np.cov(np.array(positions).T))
+    with_depth = np.trace(pose_covariance(T, uv, X_true, INTR, 0.5)[:3, :3])
+    pixel_only = np.trace(pose_covariance(T, uv, X_true, INTR, 0.5, depth_noise=None)[:3, :3])
+    assert 0.5 < emp / with_depth < 2.0, (emp, with_depth)
+    assert emp / pixel_only > 2.0

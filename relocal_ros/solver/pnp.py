@@ -50,22 +50,41 @@ def reprojection_residuals(T_cam_map: np.ndarray, uv: np.ndarray, X: np.ndarray,
     return (proj - uv).reshape(-1)
 
 
+def depth_sensor_sigma(z: np.ndarray) -> np.ndarray:
+    """Axial noise (m) of a structured-light / active-stereo depth camera at range z (Nguyen et al. 2012, Kinect;
+    RealSense D4xx is of the same order at indoor ranges)."""
+    return 0.0012 + 0.0019 * (np.maximum(z, 0.4) - 0.4) ** 2
+
+
 def pose_covariance(T_map_cam: np.ndarray, uv: np.ndarray, X: np.ndarray, intr: Intrinsics,
-                    pixel_sigma: float) -> np.ndarray:
+                    pixel_sigma: float, map_sigma_m: float = 0.0, map_sigma_deg: float = 0.0,
+                    depth_noise=depth_sensor_sigma) -> np.ndarray:
     """6x6 covariance of (position x y z, rotation x y z) of the camera in the map frame — the parametrisation of
-    geometry_msgs/PoseWithCovariance (rotation as a small left perturbation about the map axes) — from the
-    Gauss-Newton normal equations of the inlier reprojection errors: Σ = σ² (JᵀJ)⁻¹ (finite-difference Jacobian)."""
+    geometry_msgs/PoseWithCovariance (rotation as a small left perturbation about the map axes).
+
+    First order, from the inlier reprojection errors (finite-difference Jacobian J, Σ = (Jᵀ W J)⁻¹) where each
+    correspondence is weighted by its pixel noise plus the depth-sensor noise of its 3D point, taken as isotropic
+    (the noise runs along the keyframe's viewing ray, whose direction the solver does not know: an upper bound); then
+    a floor for what does not average out over points: the error of the map's keyframe poses (map_sigma_*).
+    depth_noise(z) -> metres, or None for exact 3D points."""
     def residuals(delta):
         R = Rotation.from_rotvec(delta[3:]).as_matrix() @ T_map_cam[:3, :3]
         T = make_T(R, T_map_cam[:3, 3] + delta[:3])
         return reprojection_residuals(invert(T), uv, X, intr)
 
+    T_cam_map = invert(T_map_cam)
+    z = (X @ T_cam_map[:3, :3].T + T_cam_map[:3, 3])[:, 2]
+    point_px = 0.5 * (intr.fx + intr.fy) * depth_noise(z) / np.maximum(z, 0.1) if depth_noise else np.zeros(len(z))
+    w = np.repeat(1.0 / (pixel_sigma ** 2 + point_px ** 2), 2)
     r0 = residuals(np.zeros(6))
     eps = np.array([1e-4] * 3 + [1e-5] * 3)
     J = np.stack([(residuals(np.eye(6)[i] * eps[i]) - r0) / eps[i] for i in range(6)], 1)
-    JtJ = J.T @ J
+    info = J.T @ (J * w[:, None])
     try:
-        cov = np.linalg.inv(JtJ) * pixel_sigma ** 2
+        cov = np.linalg.inv(info)
     except np.linalg.LinAlgError:
-        cov = np.linalg.pinv(JtJ) * pixel_sigma ** 2
-    return 0.5 * (cov + cov.T)
+        cov = np.linalg.pinv(info)
+    cov = 0.5 * (cov + cov.T)
+    cov[:3, :3] += np.eye(3) * map_sigma_m ** 2
+    cov[3:, 3:] += np.eye(3) * np.radians(map_sigma_deg) ** 2
+    return cov
