@@ -106,6 +106,7 @@ class KeyframeMap:
         self.keyframes: list[Keyframe] = []
         self.index = KeyframeIndex(self.vocabulary.shape[0] * self.vocabulary.shape[1])
         self._encoder = None
+        self.version = ""  # name of the on-disk version this map was loaded from or last saved as
 
     # -- building -------------------------------------------------------------------------------------------
     @property
@@ -176,6 +177,7 @@ class KeyframeMap:
                 os.fsync(f.fileno())
             os.replace(ptr, root / "CURRENT")  # the commit point
             _fsync_dir(root)
+            self.version = name
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -266,6 +268,7 @@ class KeyframeMap:
         if len(a["index_owners"]) != index.ntotal:
             raise MapFormatError(f"{version}: index owners do not match the index")
         m.index.index, m.index.owners = index, a["index_owners"]
+        m.version = version.name
         return m
 
 

@@ -1,0 +1,136 @@
+"""Inference node: colour (+ optional aligned depth) + camera_info in, relocal_msgs/QueryEvidence out.
+Retrieval and matching run in a worker thread on the newest complete frame only; frames that arrive while it is
+busy are dropped and counted, so latency stays bounded whatever the camera rate."""
+from __future__ import annotations
+
+import threading
+import time
+
+from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import String
+
+from relocal_ros.frame_sync import FrameSynchronizer
+from relocal_ros.nodes.conversions import evidence_to_msg, frame_from_msgs, msg_stamp_str, stamp_ns
+from relocal_ros.nodes.node_utils import LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, Diagnostics, Throttle, declare, run_node
+
+
+class InferenceNode(Node):
+    def __init__(self):
+        super().__init__("inference_node")
+        self.map_path = declare(self, "map_path", "", "keyframe map directory (relocal build-map output)")
+        self.method = declare(self, "method", "xfeat_pnp", "localization method")
+        self.use_depth = declare(self, "use_depth", False, "wait for the aligned depth image of each colour image")
+        self.num_references = declare(self, "num_references", 3, "keyframes matched per query", 1, 20)
+        self.min_similarity = declare(self, "min_similarity", 0.8, "descriptor similarity of a match", 0.0, 1.0)
+        self.max_pair_dt = declare(self, "max_pair_dt", 0.02, "max stamp difference colour/depth (s)", 0.0, 1.0)
+        color = declare(self, "color_topic", "/camera/camera/color/image_raw", "colour image topic")
+        depth = declare(self, "depth_topic", "/camera/camera/aligned_depth_to_color/image_raw", "aligned depth topic")
+        info = declare(self, "camera_info_topic", "/camera/camera/color/camera_info", "camera_info topic")
+
+        self.diag = Diagnostics(self, "inference")
+        self.throttle = Throttle()
+        self.sync = FrameSynchronizer(use_depth=self.use_depth, max_dt_s=self.max_pair_dt)
+        self.engine = None
+        self._engine_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = False
+        self.pub = self.create_publisher(self._evidence_type(), "relocalization/evidence", RELIABLE_QOS)
+        if self.map_path:  # before subscribing: early images must not be refused for want of a map
+            self._load_map(self.map_path)
+        else:
+            self.diag.problem = "no map: set map_path or wait for relocalization/map_updated"
+        self.create_subscription(Image, color, self._on_color, SENSOR_QOS)
+        if self.use_depth:
+            self.create_subscription(Image, depth, lambda m: self.sync.add_depth(stamp_ns(m.header.stamp), m), SENSOR_QOS)
+        self.create_subscription(CameraInfo, info, self.sync.set_camera_info, SENSOR_QOS)
+        self.create_subscription(String, "relocalization/map_updated", self._on_map_updated, LATCHED_QOS)
+        self._worker = threading.Thread(target=self._work, daemon=True)
+        self._worker.start()
+
+    @staticmethod
+    def _evidence_type():
+        from relocal_msgs.msg import QueryEvidence
+        return QueryEvidence
+
+    def _load_map(self, path: str) -> None:
+        from relocal_ros.mapping.keyframe_map import KeyframeMap
+        from relocal_ros.pipeline import InferenceEngine
+        try:
+            t0 = time.perf_counter()
+            kmap = KeyframeMap.load(path)
+            engine = InferenceEngine(kmap, {"method": self.method, "num_references": self.num_references,
+                                            "min_similarity": self.min_similarity})
+            engine.map.encoder  # build the feature network now, not on the first query
+        except (ValueError, OSError) as e:  # MapFormatError is a ValueError: keep the previous map
+            self.get_logger().error(f"map {path} not loaded, keeping the previous one: {e}")
+            self.diag.count("map_load_failures")
+            return
+        with self._engine_lock:
+            self.engine = engine
+        self.diag.problem = ""
+        self.diag.values["map"] = f"{path} ({len(kmap)} keyframes)"
+        self.get_logger().info(f"map {path}: {len(kmap)} keyframes loaded in {time.perf_counter() - t0:.1f} s")
+
+    def _on_map_updated(self, msg: String) -> None:
+        path, _, version = msg.data.partition("\n")
+        current = self.engine.map if self.engine is not None else None
+        if path.strip() and (current is None or current.version != version.strip() or path.strip() != self.map_path):
+            self.map_path = path.strip()
+            threading.Thread(target=self._load_map, args=(path,), daemon=True).start()
+
+    def _on_color(self, msg: Image) -> None:
+        self.sync.add_color(stamp_ns(msg.header.stamp), msg)
+        self.diag.count("images_received")
+        if not self.sync.has_camera_info:
+            self.diag.problem = "no camera_info received: images cannot be localized"
+            self.throttle(self.get_logger().warning, "info", "colour images arrive but no camera_info yet: waiting")
+        self._wake.set()
+
+    def _work(self) -> None:
+        while not self._stop:
+            self._wake.wait(timeout=0.5)
+            self._wake.clear()
+            frame_msgs = self.sync.pop_latest()
+            if frame_msgs is None:
+                continue
+            self.diag.counts["images_dropped"] = self.sync.dropped
+            self._process(frame_msgs)
+
+    def _process(self, fm) -> None:
+        from relocal_ros.estimates import QueryEvidence
+        header = fm.color.header
+        try:
+            frame = frame_from_msgs(fm.color, fm.depth, fm.camera_info)
+        except ValueError as e:
+            stamp = msg_stamp_str(header.stamp)
+            self.throttle(self.get_logger().error, "bad_input", f"image {stamp} refused: {e}")
+            self.diag.count("bad_input")
+            self.diag.values["last_refusal"] = str(e)
+            ev = QueryEvidence(stamp, None, self.method, refusal=str(e))
+            self.pub.publish(evidence_to_msg(ev, header))
+            return
+        with self._engine_lock:
+            engine = self.engine
+        if engine is None:
+            ev = QueryEvidence(frame.stamp, None, self.method, refusal="no map loaded")
+        else:
+            ev = engine.infer(frame)
+        if ev.refusal:
+            self.diag.count("refused")
+            self.diag.values["last_refusal"] = ev.refusal
+        self.diag.count("evidence_published")
+        self.pub.publish(evidence_to_msg(ev, header))
+
+    def destroy_node(self):
+        self._stop = True
+        self._wake.set()
+        return super().destroy_node()
+
+
+def main(args=None):
+    run_node(InferenceNode, args)
+
+
+if __name__ == "__main__":
+    main()
