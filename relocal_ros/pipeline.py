@@ -103,10 +103,13 @@ class InferenceEngine:
         best_X = np.full((len(feats), 3), np.nan, np.float32)
         for kf_id in refs:
             kf = self.map.keyframes[kf_id]
-            m, sim = self.matcher(feats, (intr.width, intr.height), kf.features,
+            # match only the stored rotation whose global descriptor is closest to the query's: 1/R of the work
+            sub = kf.rotation_subset(int(np.argmax(kf.global_descriptors @ gdesc)))
+            m, sim = self.matcher(feats, (intr.width, intr.height), kf.features.subset(sub),
                                   (kf.intrinsics.width, kf.intrinsics.height))
             if len(m) == 0:
                 continue
+            m[:, 1] = sub[m[:, 1]]
             X = kf.points3d[m[:, 1]]
             ok = np.isfinite(X).all(1) & (sim > best_sim[m[:, 0]])
             best_sim[m[ok, 0]] = sim[ok]   # one 3D point per query keypoint: the most confident match

@@ -8,7 +8,7 @@ import numpy as np
 from tqdm import tqdm
 
 from relocal_ros.mapping.keyframe_map import KeyframeMap, KeyframeSelector
-from relocal_ros.matching.features import LocalFeatures, make_extractor
+from relocal_ros.matching.features import make_extractor
 from relocal_ros.retrieval.vlad import VladAggregator, learn_vocabulary
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,5 @@ def build_map(source, conf: dict | None = None, progress: bool = True) -> Keyfra
                        metadata={"vocabulary": vocab_source, "source_frames": len(source)}, rotations=conf["rotations"])
     vlad = VladAggregator(vocabulary)
     for i, per_rotation in tqdm(list(zip(selected, features)), desc="indexing", unit="kf", disable=not progress):
-        kmap._append(source[i], LocalFeatures.concatenate(per_rotation),
-                     np.stack([vlad(f.descriptors) for f in per_rotation]))
+        kmap._append(source[i], per_rotation, np.stack([vlad(f.descriptors) for f in per_rotation]))
     return kmap

@@ -50,6 +50,7 @@ class Keyframe:
     intrinsics: Intrinsics
     features: LocalFeatures
     points3d: np.ndarray        # N x 3 map frame, NaN where the keypoint has no reliable depth
+    feature_rotation: np.ndarray  # N int8: index into the map's rotations of the image each feature came from
     global_descriptors: np.ndarray  # R x D: one per stored in-plane rotation
     thumbnail: np.ndarray       # h x w x 3 uint8
     depth_thumbnail: np.ndarray  # h x w float16 metres (0 = none)
@@ -57,6 +58,10 @@ class Keyframe:
     @property
     def centre(self) -> np.ndarray:
         return self.T_map_cam[:3, 3]
+
+    def rotation_subset(self, r: int) -> np.ndarray:
+        """Indices of the features extracted from this keyframe turned by the map's r-th rotation."""
+        return np.flatnonzero(self.feature_rotation == r)
 
 
 def _sha256(path: Path) -> str:
@@ -123,12 +128,11 @@ class KeyframeMap:
     def __len__(self) -> int:
         return len(self.keyframes)
 
-    def encode_keyframe(self, rgb: np.ndarray) -> tuple[LocalFeatures, np.ndarray]:
+    def encode_keyframe(self, rgb: np.ndarray) -> tuple[list[LocalFeatures], np.ndarray]:
         """Local features at every stored rotation (keypoints in the image's own frame) and one global
         descriptor per rotation."""
         per_rotation = [self.encoder.extractor.extract_rotated(rgb, a) for a in self.rotations]
-        gdescs = np.stack([self.encoder.vlad(f.descriptors) for f in per_rotation])
-        return LocalFeatures.concatenate(per_rotation), gdescs
+        return per_rotation, np.stack([self.encoder.vlad(f.descriptors) for f in per_rotation])
 
     def add_keyframe(self, frame: RGBDFrame) -> int:
         """Encode once (features, 3D points, global descriptors) and index; returns the keyframe id."""
@@ -136,8 +140,10 @@ class KeyframeMap:
             raise ValueError(f"keyframe {frame.stamp}: needs a valid camera-to-map pose")
         return self._append(frame, *self.encode_keyframe(frame.rgb))
 
-    def _append(self, frame: RGBDFrame, features: LocalFeatures, gdescs: np.ndarray) -> int:
+    def _append(self, frame: RGBDFrame, per_rotation: list[LocalFeatures], gdescs: np.ndarray) -> int:
         gdescs = np.atleast_2d(gdescs)
+        features = LocalFeatures.concatenate(per_rotation)
+        rotation = np.concatenate([np.full(len(f), r, np.int8) for r, f in enumerate(per_rotation)])
         pts = lift_keypoints(features, frame.depth, frame.intrinsics, frame.pose)
         thumb = cv2.resize(frame.rgb, THUMB_SIZE, interpolation=cv2.INTER_AREA)
         if frame.depth is not None:
@@ -146,7 +152,7 @@ class KeyframeMap:
         else:
             dthumb = np.zeros(THUMB_SIZE[::-1], np.float16)
         kf = Keyframe(len(self.keyframes), frame.stamp, np.asarray(frame.pose, float), frame.intrinsics, features,
-                      pts, gdescs, thumb, dthumb)
+                      pts, rotation, gdescs, thumb, dthumb)
         self.keyframes.append(kf)
         self.index.add(gdescs, kf.id)
         return kf.id
@@ -199,6 +205,8 @@ class KeyframeMap:
                             else np.zeros((0, dim), np.float32)).astype(np.float16),
             "scores": np.concatenate([kf.features.scores for kf in kfs]) if kfs else np.zeros(0, np.float32),
             "points3d": np.concatenate([kf.points3d for kf in kfs]) if kfs else np.zeros((0, 3), np.float32),
+            "feature_rotations": (np.concatenate([kf.feature_rotation for kf in kfs]) if kfs
+                                  else np.zeros(0, np.int8)),
             "global_descriptors": np.array([kf.global_descriptors for kf in kfs], np.float32).reshape(
                 len(kfs), len(self.rotations), -1),
             "index_owners": self.index.owners,
@@ -256,6 +264,7 @@ class KeyframeMap:
                 feats = LocalFeatures(a["keypoints"][s], a["descriptors"][s].astype(np.float32), a["scores"][s])
                 m.keyframes.append(Keyframe(int(meta["id"]), str(meta["stamp"]), a["poses"][i],
                                             Intrinsics.from_dict(meta["intrinsics"]), feats, a["points3d"][s],
+                                            a["feature_rotations"][s],
                                             a["global_descriptors"][i], a["thumbnails"][i], a["depth_thumbnails"][i]))
             index = faiss.deserialize_index(np.fromfile(version / "index.faiss", dtype=np.uint8))
         except MapFormatError:
