@@ -61,7 +61,8 @@ class InferenceNode(Node):
             kmap = KeyframeMap.load(path)
             engine = InferenceEngine(kmap, {"method": self.method, "num_references": self.num_references,
                                             "min_similarity": self.min_similarity})
-            engine.map.encoder  # build the feature network now, not on the first query
+            if kmap.intrinsics is not None:  # build the feature network now, not on the first query
+                engine.map.encoder.warm_up(kmap.intrinsics.width, kmap.intrinsics.height)
         except (ValueError, OSError) as e:  # MapFormatError is a ValueError: keep the previous map
             self.get_logger().error(f"map {path} not loaded, keeping the previous one: {e}")
             self.diag.count("map_load_failures")
@@ -84,7 +85,7 @@ class InferenceNode(Node):
         self.diag.count("images_received")
         if not self.sync.has_camera_info:
             self.diag.problem = "no camera_info received: images cannot be localized"
-            self.throttle(self.get_logger().warning, "info", "colour images arrive but no camera_info yet: waiting")
+            self.throttle(self.get_logger(), "warning", "info", "colour images arrive but no camera_info yet: waiting")
         self._wake.set()
 
     def _work(self) -> None:
@@ -95,7 +96,11 @@ class InferenceNode(Node):
             if frame_msgs is None:
                 continue
             self.diag.counts["images_dropped"] = self.sync.dropped
-            self._process(frame_msgs)
+            try:
+                self._process(frame_msgs)
+            except Exception as e:  # a bug must cost one image, not the node
+                self.get_logger().error(f"internal error on one image (skipped): {type(e).__name__}: {e}")
+                self.diag.count("internal_errors")
 
     def _process(self, fm) -> None:
         from relocal_ros.estimates import QueryEvidence
@@ -104,7 +109,7 @@ class InferenceNode(Node):
             frame = frame_from_msgs(fm.color, fm.depth, fm.camera_info)
         except ValueError as e:
             stamp = msg_stamp_str(header.stamp)
-            self.throttle(self.get_logger().error, "bad_input", f"image {stamp} refused: {e}")
+            self.throttle(self.get_logger(), "error", "bad_input", f"image {stamp} refused: {e}")
             self.diag.count("bad_input")
             self.diag.values["last_refusal"] = str(e)
             ev = QueryEvidence(stamp, None, self.method, refusal=str(e))

@@ -125,19 +125,24 @@ class KeyframeIndexerNode(Node):
             self._wake.wait(timeout=0.5)
             self._wake.clear()
             fm = self.sync.pop_latest()
-            if fm is not None:
+            if fm is None:
+                continue
+            try:
                 self._process(fm)
+            except Exception as e:  # a bug must cost one keyframe, not the map being built
+                self.get_logger().error(f"internal error on one mapping frame (skipped): {type(e).__name__}: {e}")
+                self.diag.count("internal_errors")
 
     def _process(self, fm) -> None:
         try:
             frame = frame_from_msgs(fm.color, fm.depth, fm.camera_info)
         except ValueError as e:
-            self.throttle(self.get_logger().error, "bad_input", f"mapping frame refused: {e}")
+            self.throttle(self.get_logger(), "error", "bad_input", f"mapping frame refused: {e}")
             self.diag.count("bad_input")
             return
         if fm.extra is not None:
             if fm.extra.header.frame_id and fm.extra.header.frame_id != self.map_frame:
-                self.throttle(self.get_logger().error, "frame", f"mapping pose in '{fm.extra.header.frame_id}', "
+                self.throttle(self.get_logger(), "error", "frame", f"mapping pose in '{fm.extra.header.frame_id}', "
                               f"expected '{self.map_frame}'")
                 return
             frame.pose = T_from_pose_msg(fm.extra.pose)

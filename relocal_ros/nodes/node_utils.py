@@ -57,11 +57,18 @@ class Throttle:
         self._last: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
 
-    def __call__(self, log_fn, key: str, message: str) -> None:
+    def __call__(self, logger, level: str, key: str, message: str) -> None:
         now = time.monotonic()
         if now - self._last.get(key, -1e9) >= self.period_s:
             n = self._suppressed.pop(key, 0)
-            log_fn(message + (f" (and {n} more since last report)" if n else ""))
+            message += f" (and {n} more since last report)" if n else ""
+            # one call site per severity: rclpy refuses a severity change at the same call site
+            if level == "error":
+                logger.error(message)
+            elif level == "warning":
+                logger.warning(message)
+            else:
+                logger.info(message)
             self._last[key] = now
         else:
             self._suppressed[key] = self._suppressed.get(key, 0) + 1

@@ -54,7 +54,7 @@ class PoseSolverNode(Node):
         if not est.accepted:
             self.diag.count("refused")
             self.diag.values["last_refusal"] = est.reason
-            self.throttle(self.get_logger().info, "refused", f"{ev.stamp}: no pose published: {est.reason}")
+            self.throttle(self.get_logger(), "info", "refused", f"{ev.stamp}: no pose published: {est.reason}")
             return
         camera_frame = msg.header.frame_id
         t_ns = stamp_ns(msg.header.stamp)

@@ -14,6 +14,10 @@ class FrameEncoder:
         self.extractor = make_extractor(extractor, extractor_conf)
         self.vlad = VladAggregator(vocabulary)
 
+    def warm_up(self, width: int, height: int) -> None:
+        """Build what is built lazily per image size (ONNX Runtime sessions) before the first real query."""
+        self(np.zeros((height, width, 3), np.uint8))
+
     def __call__(self, rgb: np.ndarray) -> tuple[LocalFeatures, np.ndarray]:
         feats = self.extractor(rgb)
         return feats, self.vlad(feats.descriptors)
