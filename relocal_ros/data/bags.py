@@ -24,13 +24,13 @@ from __future__ import annotations
 import bisect
 import shutil
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 
 from relocal_ros.data.frames import RGBDFrame
+from relocal_ros.data.stamps import stamp_from_sec_nanosec, stamp_to_sec_nanosec
 from relocal_ros.data.images import depth_from_msg, numpy_to_image_msg, rgb_from_msg
 from relocal_ros.geometry.camera import Intrinsics
 from relocal_ros.geometry.poses import T_from_tq, is_rigid, tq_from_T
@@ -74,28 +74,6 @@ _IMAGE, _INFO, _POSE = "sensor_msgs/msg/Image", "sensor_msgs/msg/CameraInfo", "g
 def _typestore():
     from rosbags.typesys import Stores, get_typestore
     return get_typestore(Stores.ROS2_KILTED)
-
-
-# ---------------------------------------------------------------------------------------------------- stamps
-
-def stamp_to_sec_nanosec(stamp: str) -> tuple[int, int]:
-    """'1305031229.528748' -> (1305031229, 528748000), exactly (decimal arithmetic, never a float)."""
-    try:
-        d = Decimal(str(stamp).strip())
-    except InvalidOperation:
-        raise ValueError(f"frame stamp {stamp!r} is not a decimal number of seconds") from None
-    if not d.is_finite() or d < 0:
-        raise ValueError(f"frame stamp {stamp!r} must be a finite, non-negative number of seconds")
-    sec, nanosec = divmod(int((d * _NS).to_integral_value(ROUND_HALF_EVEN)), _NS)
-    if sec >= 2**31:
-        raise ValueError(f"frame stamp {stamp!r} does not fit builtin_interfaces/Time (int32 seconds)")
-    return sec, nanosec
-
-
-def stamp_from_sec_nanosec(sec: int, nanosec: int) -> str:
-    """(1305031229, 528748000) -> '1305031229.528748'; nine decimals unless the stamp is whole microseconds."""
-    text = f"{int(sec)}.{int(nanosec):09d}"
-    return text[:-3] if nanosec % 1000 == 0 else text
 
 
 # ---------------------------------------------------------------------------------------------------- writing

@@ -2,26 +2,26 @@
 through a float, which cannot hold nanoseconds at Unix-epoch magnitudes."""
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+
+_NS = 10**9
 
 
-def stamp_to_str(sec: int, nanosec: int) -> str:
-    if nanosec % 1000 == 0:  # microsecond stamps (TUM, most drivers) keep their 6-decimal spelling
-        return f"{int(sec)}.{int(nanosec) // 1000:06d}"
-    return f"{int(sec)}.{int(nanosec):09d}"
-
-
-def str_to_stamp(stamp: str) -> tuple[int, int]:
+def stamp_to_sec_nanosec(stamp: str) -> tuple[int, int]:
+    """'1305031229.528748' -> (1305031229, 528748000), exactly (decimal arithmetic, never a float)."""
     try:
         d = Decimal(str(stamp).strip())
-    except InvalidOperation as e:
-        raise ValueError(f"not a timestamp: {stamp!r}") from e
+    except InvalidOperation:
+        raise ValueError(f"frame stamp {stamp!r} is not a decimal number of seconds") from None
     if not d.is_finite() or d < 0:
-        raise ValueError(f"not a valid ROS time: {stamp!r}")
-    ns = int((d * 1_000_000_000).to_integral_value())
-    return ns // 1_000_000_000, ns % 1_000_000_000
+        raise ValueError(f"frame stamp {stamp!r} must be a finite, non-negative number of seconds")
+    sec, nanosec = divmod(int((d * _NS).to_integral_value(ROUND_HALF_EVEN)), _NS)
+    if sec >= 2**31:
+        raise ValueError(f"frame stamp {stamp!r} does not fit builtin_interfaces/Time (int32 seconds)")
+    return sec, nanosec
 
 
-def str_to_nanoseconds(stamp: str) -> int:
-    sec, nsec = str_to_stamp(stamp)
-    return sec * 1_000_000_000 + nsec
+def stamp_from_sec_nanosec(sec: int, nanosec: int) -> str:
+    """(1305031229, 528748000) -> '1305031229.528748'; nine decimals unless the stamp is whole microseconds."""
+    text = f"{int(sec)}.{int(nanosec):09d}"
+    return text[:-3] if nanosec % 1000 == 0 else text

@@ -5,7 +5,7 @@ import numpy as np
 
 from relocal_ros.data.frames import RGBDFrame
 from relocal_ros.data.images import depth_from_msg, rgb_from_msg
-from relocal_ros.data.stamps import stamp_to_str, str_to_stamp
+from relocal_ros.data.stamps import stamp_from_sec_nanosec, stamp_to_sec_nanosec
 from relocal_ros.estimates import PoseEstimate, QueryEvidence, RelativePoseHypothesis
 from relocal_ros.geometry.camera import Intrinsics
 from relocal_ros.geometry.poses import T_from_tq, tq_from_T
@@ -20,12 +20,12 @@ def stamp_ns(stamp) -> int:
 
 
 def msg_stamp_str(stamp) -> str:
-    return stamp_to_str(stamp.sec, stamp.nanosec)
+    return stamp_from_sec_nanosec(stamp.sec, stamp.nanosec)
 
 
 def time_msg(stamp: str):
     from builtin_interfaces.msg import Time
-    sec, nsec = str_to_stamp(stamp)
+    sec, nsec = stamp_to_sec_nanosec(stamp)
     return Time(sec=sec, nanosec=nsec)
 
 
