@@ -36,9 +36,11 @@ SIFT_MNN = {"min_similarity": 0.0, "max_ratio": 0.8}
 METHODS = {
     # name: (map build conf, relocalizer conf, kind)
     "relocal xfeat640+mnn (default)": ({"extractor": "xfeat"}, {}, "pnp"),
+    "relocal xfeat512+mnn": ({"extractor": "xfeat", "extractor_conf": {"width": 512, "height": 384}}, {}, "pnp"),
     "relocal xfeat320+mnn": ({"extractor": "xfeat", "extractor_conf": {"width": 320, "height": 240}}, {}, "pnp"),
-    "baseline SIFT+5-point": ({"extractor": "sift"}, None, "5pt"),
-    "baseline SIFT+depth+PnP": ({"extractor": "sift"}, {"inference": SIFT_MNN}, "pnp"),
+    # SIFT is rotation invariant: its maps store one rotation, as the classical baselines do
+    "baseline SIFT+5-point": ({"extractor": "sift", "rotations": [0.0]}, None, "5pt"),
+    "baseline SIFT+depth+PnP": ({"extractor": "sift", "rotations": [0.0]}, {"inference": SIFT_MNN}, "pnp"),
     "baseline XFeat+LighterGlue+depth+PnP": ({"extractor": "xfeat"}, {"inference": {"matcher": "lighterglue"}}, "pnp"),
 }
 

@@ -11,7 +11,7 @@ from relocal_ros.geometry.camera import Intrinsics
 from relocal_ros.geometry.poses import make_T
 from scipy.spatial.transform import Rotation
 
-INTR = Intrinsics(400.0, 400.0, 159.5, 119.5, 320, 240)
+INTR = Intrinsics(800.0, 800.0, 319.5, 239.5, 640, 480)
 PLANE_Z = 2.0          # the plane z = 2 m in the world frame, texture spanning [-2, 2] x [-1.5, 1.5] m
 EXTENT = (4.0, 3.0)
 

@@ -32,17 +32,17 @@ def test_queries_on_the_textured_plane_are_localized_accurately(plane_reloc):
 
 def test_unknown_place_is_refused(plane_reloc):
     rng = np.random.default_rng(0)
-    noise = RGBDFrame("1.0", rng.integers(0, 255, (240, 320, 3), dtype=np.uint8), None, ps.INTR)
+    noise = RGBDFrame("1.0", rng.integers(0, 255, (480, 640, 3), dtype=np.uint8), None, ps.INTR)
     est = plane_reloc.localize(noise)
     assert not est.accepted and est.T_map_cam is None and est.reason
 
 
 def test_mismatched_camera_info_is_refused_not_crashed(plane_reloc):
     q = ps.query_frames()[0]
-    q.intrinsics = Intrinsics(400, 400, 319.5, 239.5, 640, 480)
+    q.intrinsics = Intrinsics(400, 400, 159.5, 119.5, 320, 240)
     est = plane_reloc.localize(q)
-    assert not est.accepted and "camera_info is for 640x480" in est.reason
-    bad = RGBDFrame("2.0", np.zeros((240, 320), np.uint8), None, ps.INTR)
+    assert not est.accepted and "camera_info is for 320x240" in est.reason
+    bad = RGBDFrame("2.0", np.zeros((480, 640), np.uint8), None, ps.INTR)
     est = plane_reloc.localize(bad)
     assert not est.accepted and "H x W x 3 uint8" in est.reason
 

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -30,6 +31,7 @@ def main(argv=None) -> int:
     from relocal_ros.evaluation.metrics import evaluate_trajectory
     from relocal_ros.evaluation.replay import replay_bag
     from relocal_ros.mapping.builder import build_map
+    from relocal_ros.nodes.runner import GraphProcesses
 
     scene = a.data / "scene"
     if not (scene / "calibration.yaml").is_file():
@@ -38,7 +40,7 @@ def main(argv=None) -> int:
     else:
         print(f"[1/4] default synthetic scene: {scene}")
     queries = open_source(scene / "seq-02")
-    bag = a.data / "queries.mcap"
+    bag = a.data / "queries_bag"
     if not bag.exists():
         print(f"[2/4] writing the query bag -> {bag}")
         write_bag(queries, bag, storage="mcap")
@@ -48,9 +50,15 @@ def main(argv=None) -> int:
     kmap = build_map(open_source(scene / "seq-01"))
     kmap.save(map_dir)
     print(f"      {len(kmap)} keyframes in {time.perf_counter() - t0:.1f} s")
+    # a DDS domain of its own, so a demo never talks to a robot on the same network
+    os.environ.setdefault("ROS_DOMAIN_ID", "77")
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     print("[4/4] replaying the bag through keyframe_indexer + inference_node + pose_solver (3 processes)")
     est = a.data / "estimate.txt"
-    report = replay_bag(bag, est, map_dir=map_dir, rate=a.rate)
+    # the bag's camera_link is the camera body frame (there is no robot): its pose is what the solver publishes
+    args = ["-p", "pose_solver:base_frame:=camera_link", "-p", "inference_node:reliable_images:=true"]
+    with GraphProcesses(str(map_dir), extra=args, log_dir=a.data):
+        report = replay_bag(bag, est, rate=a.rate, base_frame="camera_link")
     gt = a.data / "ground_truth.txt"
     from relocal_ros.data.trajectory import write_tum_trajectory
     posed = [queries[i] for i in range(len(queries))]

@@ -88,9 +88,13 @@ def lift_keypoints(features: LocalFeatures, depth: np.ndarray | None, intr: Intr
     d = stable_depth(depth)
     h, w = d.shape
     sx, sy = w / intr.width, h / intr.height  # depth may be stored at another resolution than the colour
-    ui = np.clip(np.round((features.keypoints[:, 0] + 0.5) * sx - 0.5).astype(int), 0, w - 1)
-    vi = np.clip(np.round((features.keypoints[:, 1] + 0.5) * sy - 0.5).astype(int), 0, h - 1)
-    z = d[vi, ui]
+    # bilinear depth at the sub-pixel keypoint, only where all four neighbours are valid (no blending with holes)
+    mx = ((features.keypoints[:, 0] + 0.5) * sx - 0.5).astype(np.float32)[None]
+    my = ((features.keypoints[:, 1] + 0.5) * sy - 0.5).astype(np.float32)[None]
+    z = cv2.remap(d, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)[0]
+    support = cv2.remap((d > 0).astype(np.float32), mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                        borderValue=0)[0]
+    z = np.where(support > 0.999, z, 0.0)
     uv = undistort_points(features.keypoints, intr)
     x = (uv[:, 0] - intr.cx) / intr.fx * z
     y = (uv[:, 1] - intr.cy) / intr.fy * z

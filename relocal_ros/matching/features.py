@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 DEFAULT_CONFS = {
-    "xfeat": {"width": 640, "height": 480, "max_keypoints": 1024, "detection_threshold": 0.05,
+    "xfeat": {"width": 512, "height": 384, "max_keypoints": 1024, "detection_threshold": 0.05,
               "backend": "onnxruntime", "threads": 2},
     "sift": {"width": 640, "height": 480, "max_keypoints": 2048},
 }
@@ -43,7 +43,8 @@ class FeatureExtractor:
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or rgb.size == 0:
             raise ValueError(f"expected an H x W x 3 uint8 RGB image, got {rgb.dtype} {rgb.shape}")
         h, w = rgb.shape[:2]
-        tw, th = int(self.conf["width"]), int(self.conf["height"])
+        s = self.working_scale(w, h)
+        tw, th = max(32, int(round(w * s))), max(32, int(round(h * s)))
         small = rgb if (w, h) == (tw, th) else cv2.resize(rgb, (tw, th), interpolation=cv2.INTER_AREA)
         feats = self._extract(small)
         # pixel-centre-aware rescale back to the input image
@@ -53,6 +54,11 @@ class FeatureExtractor:
     def _extract(self, rgb: np.ndarray) -> LocalFeatures:
         raise NotImplementedError
 
+    def working_scale(self, w: int, h: int) -> float:
+        """Extraction runs at (at most) the pixel count of width x height, keeping the aspect ratio; never
+        upscaled, which would only invent detail."""
+        return min(1.0, float(np.sqrt(self.conf["width"] * self.conf["height"] / (w * h))))
+
     def extract_rotated(self, rgb: np.ndarray, angle_deg: float, border: int = 8) -> LocalFeatures:
         """Features of the image turned in-plane by angle_deg (on a canvas large enough to keep every pixel, at the
         unrotated image's scale), with keypoints mapped back into the unrotated image. XFeat is not rotation
@@ -60,8 +66,7 @@ class FeatureExtractor:
         if angle_deg == 0:
             return self(rgb)
         h, w = rgb.shape[:2]
-        # the pixel density of the upright path, whatever the aspect ratio of this image
-        scale = float(np.sqrt(self.conf["width"] * self.conf["height"] / (w * h)))
+        scale = self.working_scale(w, h)
         A = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle_deg, scale)
         corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], float) @ A.T
         lo, hi = corners.min(0), corners.max(0)
@@ -161,9 +166,11 @@ class XFeatExtractor(FeatureExtractor):
         scores = heat[ys, xs] * rel.numpy()
         order = np.argsort(-scores, kind="stable")[: int(self.conf["max_keypoints"])]
         order = order[scores[order] > 0]
-        dmap = F.normalize(torch.from_numpy(desc_map), dim=1)
+        # unit descriptors before sampling, as XFeat does (numpy: torch's normalize costs ~4 ms per call here)
+        dmap = torch.from_numpy(desc_map / np.maximum(np.linalg.norm(desc_map, axis=1, keepdims=True), 1e-12))
         desc = F.grid_sample(dmap, grid[:, order], mode="bicubic", align_corners=False)[0, :, :, 0].T
-        desc = F.normalize(desc, dim=-1).numpy()
+        desc = desc.numpy()
+        desc /= np.maximum(np.linalg.norm(desc, axis=1, keepdims=True), 1e-12)
         kps = pts[0, order].numpy() * np.array([W / w32, H / h32], np.float32)
         return LocalFeatures(kps.astype(np.float32), desc.astype(np.float32), scores[order].astype(np.float32))
 

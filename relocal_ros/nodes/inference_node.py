@@ -12,7 +12,8 @@ from std_msgs.msg import String
 
 from relocal_ros.frame_sync import FrameSynchronizer
 from relocal_ros.nodes.conversions import evidence_to_msg, frame_from_msgs, msg_stamp_str, stamp_ns
-from relocal_ros.nodes.node_utils import LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, Diagnostics, Throttle, declare, run_node
+from relocal_ros.nodes.node_utils import (LATCHED_QOS, RELIABLE_QOS, Diagnostics, Throttle, declare, image_qos,
+                                          run_node)
 
 
 class InferenceNode(Node):
@@ -27,6 +28,8 @@ class InferenceNode(Node):
         color = declare(self, "color_topic", "/camera/camera/color/image_raw", "colour image topic")
         depth = declare(self, "depth_topic", "/camera/camera/aligned_depth_to_color/image_raw", "aligned depth topic")
         info = declare(self, "camera_info_topic", "/camera/camera/color/camera_info", "camera_info topic")
+        qos = image_qos(declare(self, "reliable_images", False, "subscribe to images reliably (only matches "
+                                "reliable publishers, e.g. bag replay); default best effort (sensor data)"))
 
         self.diag = Diagnostics(self, "inference")
         self.throttle = Throttle()
@@ -40,10 +43,10 @@ class InferenceNode(Node):
             self._load_map(self.map_path)
         else:
             self.diag.problem = "no map: set map_path or wait for relocalization/map_updated"
-        self.create_subscription(Image, color, self._on_color, SENSOR_QOS)
+        self.create_subscription(Image, color, self._on_color, qos)
         if self.use_depth:
-            self.create_subscription(Image, depth, lambda m: self.sync.add_depth(stamp_ns(m.header.stamp), m), SENSOR_QOS)
-        self.create_subscription(CameraInfo, info, self.sync.set_camera_info, SENSOR_QOS)
+            self.create_subscription(Image, depth, lambda m: self.sync.add_depth(stamp_ns(m.header.stamp), m), qos)
+        self.create_subscription(CameraInfo, info, self.sync.set_camera_info, qos)
         self.create_subscription(String, "relocalization/map_updated", self._on_map_updated, LATCHED_QOS)
         self._worker = threading.Thread(target=self._work, daemon=True)
         self._worker.start()

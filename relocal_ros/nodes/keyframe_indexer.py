@@ -19,7 +19,7 @@ from std_srvs.srv import Trigger
 from relocal_ros.frame_sync import FrameSynchronizer
 from relocal_ros.mapping.keyframe_map import KeyframeMap, KeyframeSelector, MapFormatError
 from relocal_ros.nodes.conversions import T_from_pose_msg, frame_from_msgs, stamp_ns
-from relocal_ros.nodes.node_utils import LATCHED_QOS, SENSOR_QOS, Diagnostics, Throttle, declare, run_node
+from relocal_ros.nodes.node_utils import LATCHED_QOS, Diagnostics, Throttle, declare, image_qos, run_node
 from relocal_ros.nodes.tf_io import TfIO
 
 
@@ -38,6 +38,8 @@ class KeyframeIndexerNode(Node):
         color = declare(self, "color_topic", "/camera/camera/color/image_raw", "colour image topic")
         depth = declare(self, "depth_topic", "/camera/camera/aligned_depth_to_color/image_raw", "aligned depth topic")
         info = declare(self, "camera_info_topic", "/camera/camera/color/camera_info", "camera_info topic")
+        qos = image_qos(declare(self, "reliable_images", False, "subscribe to images reliably (only matches "
+                                "reliable publishers, e.g. bag replay); default best effort (sensor data)"))
         if self.pose_source not in ("topic", "tf"):
             raise ValueError(f"pose_source must be 'topic' or 'tf', got {self.pose_source!r}")
 
@@ -61,9 +63,9 @@ class KeyframeIndexerNode(Node):
                 raise ValueError("mapping needs map_path (where the map is saved)")
             self.sync = FrameSynchronizer(use_depth=True, need_extra=(self.pose_source == "topic"))
             self.tf = TfIO(self) if self.pose_source == "tf" else None
-            self.create_subscription(Image, color, self._on_color, SENSOR_QOS)
-            self.create_subscription(Image, depth, lambda m: self.sync.add_depth(stamp_ns(m.header.stamp), m), SENSOR_QOS)
-            self.create_subscription(CameraInfo, info, self.sync.set_camera_info, SENSOR_QOS)
+            self.create_subscription(Image, color, self._on_color, qos)
+            self.create_subscription(Image, depth, lambda m: self.sync.add_depth(stamp_ns(m.header.stamp), m), qos)
+            self.create_subscription(CameraInfo, info, self.sync.set_camera_info, qos)
             self.create_subscription(PoseStamped, "mapping/pose",
                                      lambda m: self.sync.add_extra(stamp_ns(m.header.stamp), m), 50)
             self._wake = threading.Event()

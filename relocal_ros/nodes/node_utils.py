@@ -9,6 +9,14 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 SENSOR_QOS = qos_profile_sensor_data
 LATCHED_QOS = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
 RELIABLE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+# Reliable image subscription for publishers that are reliable (bag replay, most drivers' default): large images
+# sent best-effort lose fragments under CPU load; depth 2 keeps the newest without queueing.
+RELIABLE_IMAGE_QOS = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def image_qos(reliable: bool) -> QoSProfile:
+    """Best effort (sensor data) matches any publisher; reliable only matches reliable publishers."""
+    return RELIABLE_IMAGE_QOS if reliable else SENSOR_QOS
 
 
 def declare(node, name: str, default, description: str, lo=None, hi=None):
