@@ -35,8 +35,8 @@ from relocal_ros.pipeline import Relocalizer  # noqa: E402
 SIFT_MNN = {"min_similarity": 0.0, "max_ratio": 0.8}
 METHODS = {
     # name: (map build conf, relocalizer conf, kind)
-    "relocal xfeat640+mnn (default)": ({"extractor": "xfeat"}, {}, "pnp"),
-    "relocal xfeat512+mnn": ({"extractor": "xfeat", "extractor_conf": {"width": 512, "height": 384}}, {}, "pnp"),
+    "relocal xfeat512+mnn (default)": ({"extractor": "xfeat"}, {}, "pnp"),
+    "relocal xfeat640+mnn": ({"extractor": "xfeat", "extractor_conf": {"width": 640, "height": 480}}, {}, "pnp"),
     "relocal xfeat320+mnn": ({"extractor": "xfeat", "extractor_conf": {"width": 320, "height": 240}}, {}, "pnp"),
     # SIFT is rotation invariant: its maps store one rotation, as the classical baselines do
     "baseline SIFT+5-point": ({"extractor": "sift", "rotations": [0.0]}, None, "5pt"),

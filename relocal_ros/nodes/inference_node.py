@@ -12,8 +12,8 @@ from std_msgs.msg import String
 
 from relocal_ros.frame_sync import FrameSynchronizer
 from relocal_ros.nodes.conversions import evidence_to_msg, frame_from_msgs, msg_stamp_str, stamp_ns
-from relocal_ros.nodes.node_utils import (LATCHED_QOS, RELIABLE_QOS, Diagnostics, Throttle, declare, image_qos,
-                                          run_node)
+from relocal_ros.nodes.node_utils import (LATCHED_QOS, RELIABLE_QOS, Diagnostics, LatestFrameWorker, Throttle, declare,
+                                          image_qos, run_node)
 
 
 class InferenceNode(Node):
@@ -36,8 +36,6 @@ class InferenceNode(Node):
         self.sync = FrameSynchronizer(use_depth=self.use_depth, max_dt_s=self.max_pair_dt)
         self.engine = None
         self._engine_lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = False
         self.pub = self.create_publisher(self._evidence_type(), "relocalization/evidence", RELIABLE_QOS)
         if self.map_path:  # before subscribing: early images must not be refused for want of a map
             self._load_map(self.map_path)
@@ -48,8 +46,7 @@ class InferenceNode(Node):
             self.create_subscription(Image, depth, lambda m: self.sync.add_depth(stamp_ns(m.header.stamp), m), qos)
         self.create_subscription(CameraInfo, info, self.sync.set_camera_info, qos)
         self.create_subscription(String, "relocalization/map_updated", self._on_map_updated, LATCHED_QOS)
-        self._worker = threading.Thread(target=self._work, daemon=True)
-        self._worker.start()
+        self.worker = LatestFrameWorker(self, self.sync, self._process, self.diag, "image")
 
     @staticmethod
     def _evidence_type():
@@ -89,21 +86,7 @@ class InferenceNode(Node):
         if not self.sync.has_camera_info:
             self.diag.problem = "no camera_info received: images cannot be localized"
             self.throttle(self.get_logger(), "warning", "info", "colour images arrive but no camera_info yet: waiting")
-        self._wake.set()
-
-    def _work(self) -> None:
-        while not self._stop:
-            self._wake.wait(timeout=0.5)
-            self._wake.clear()
-            frame_msgs = self.sync.pop_latest()
-            if frame_msgs is None:
-                continue
-            self.diag.counts["images_dropped"] = self.sync.dropped
-            try:
-                self._process(frame_msgs)
-            except Exception as e:  # a bug must cost one image, not the node
-                self.get_logger().error(f"internal error on one image (skipped): {type(e).__name__}: {e}")
-                self.diag.count("internal_errors")
+        self.worker.wake()
 
     def _process(self, fm) -> None:
         from relocal_ros.estimates import QueryEvidence
@@ -131,8 +114,7 @@ class InferenceNode(Node):
         self.pub.publish(evidence_to_msg(ev, header))
 
     def destroy_node(self):
-        self._stop = True
-        self._wake.set()
+        self.worker.stop()
         return super().destroy_node()
 
 

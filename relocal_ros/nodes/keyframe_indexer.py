@@ -19,7 +19,8 @@ from std_srvs.srv import Trigger
 from relocal_ros.frame_sync import FrameSynchronizer
 from relocal_ros.mapping.keyframe_map import KeyframeMap, KeyframeSelector, MapFormatError
 from relocal_ros.nodes.conversions import T_from_pose_msg, frame_from_msgs, stamp_ns
-from relocal_ros.nodes.node_utils import LATCHED_QOS, Diagnostics, Throttle, declare, image_qos, run_node
+from relocal_ros.nodes.node_utils import (LATCHED_QOS, Diagnostics, LatestFrameWorker, Throttle, declare, image_qos,
+                                          run_node)
 from relocal_ros.nodes.tf_io import TfIO
 
 
@@ -68,9 +69,7 @@ class KeyframeIndexerNode(Node):
             self.create_subscription(CameraInfo, info, self.sync.set_camera_info, qos)
             self.create_subscription(PoseStamped, "mapping/pose",
                                      lambda m: self.sync.add_extra(stamp_ns(m.header.stamp), m), 50)
-            self._wake = threading.Event()
-            self._stop = False
-            threading.Thread(target=self._work, daemon=True).start()
+            self.worker = LatestFrameWorker(self, self.sync, self._process, self.diag, "mapping frame")
 
     # -- map lifecycle ---------------------------------------------------------------------------------------
     def _announce(self) -> None:
@@ -120,20 +119,7 @@ class KeyframeIndexerNode(Node):
     # -- online keyframe insertion ---------------------------------------------------------------------------
     def _on_color(self, msg: Image) -> None:
         self.sync.add_color(stamp_ns(msg.header.stamp), msg)
-        self._wake.set()
-
-    def _work(self) -> None:
-        while not self._stop:
-            self._wake.wait(timeout=0.5)
-            self._wake.clear()
-            fm = self.sync.pop_latest()
-            if fm is None:
-                continue
-            try:
-                self._process(fm)
-            except Exception as e:  # a bug must cost one keyframe, not the map being built
-                self.get_logger().error(f"internal error on one mapping frame (skipped): {type(e).__name__}: {e}")
-                self.diag.count("internal_errors")
+        self.worker.wake()
 
     def _process(self, fm) -> None:
         try:
@@ -161,7 +147,7 @@ class KeyframeIndexerNode(Node):
             else:
                 self.map.add_keyframe(frame)
                 self._since_save += 1
-            n = len(self.map) if self.map is not None else 0
+            n = len(self.map) if self.map is not None else len(self._pending_bootstrap)
         self.diag.values["keyframes"] = str(n)
         if self.map is not None and self.autosave and self._since_save >= self.autosave:
             self._save()
@@ -179,9 +165,8 @@ class KeyframeIndexerNode(Node):
         self.get_logger().info(f"vocabulary learned from the first {len(self.map)} keyframes")
 
     def destroy_node(self):
-        self._stop = True
         if self.mapping:
-            self._wake.set()
+            self.worker.stop()
         return super().destroy_node()
 
 

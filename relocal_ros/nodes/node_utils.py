@@ -82,6 +82,40 @@ class Throttle:
             self._suppressed[key] = self._suppressed.get(key, 0) + 1
 
 
+class LatestFrameWorker:
+    """A thread that processes the newest complete frame of a FrameSynchronizer whenever woken: the callbacks
+    stay fast, a slow consumer skips stale frames, and an exception costs one frame, never the node."""
+
+    def __init__(self, node, sync, process, diag, what: str = "image"):
+        import threading
+        self.node, self.sync, self.process, self.diag, self.what = node, sync, process, diag, what
+        self._wake = threading.Event()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop = True
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop:
+            self._wake.wait(timeout=0.5)
+            self._wake.clear()
+            frame = self.sync.pop_latest()
+            self.diag.counts["frames_dropped"] = self.sync.dropped
+            if frame is None:
+                continue
+            try:
+                self.process(frame)
+            except Exception as e:
+                self.node.get_logger().error(f"internal error on one {self.what} (skipped): {type(e).__name__}: {e}")
+                self.diag.count("internal_errors")
+
+
 def run_node(node_cls, args=None) -> None:
     """Spin one node until shutdown (Ctrl-C or SIGTERM) with a multi-threaded executor."""
     import rclpy
