@@ -59,7 +59,8 @@ _worker = {}
 def _init_worker(seed, width, height):
     from relocal_ros.data.synth.renderer import Renderer
     scene, textures = build_scene(seed)
-    _worker["r"] = Renderer(scene.boxes, textures, scene_intrinsics(width, height), scene.light)
+    _worker["r"] = Renderer(scene.boxes, textures, scene_intrinsics(width, height), scene.light, scene.ambient,
+                            scene.intensity)
 
 
 def _render_job(job):

@@ -34,10 +34,12 @@ class Scene:
     rooms: list
     boxes: list
     light: tuple
+    ambient: float = 0.55
+    intensity: float = 1.2
 
     def to_dict(self) -> dict:
         return {"seed": self.seed, "rooms": [asdict(r) for r in self.rooms], "boxes": [asdict(b) for b in self.boxes],
-                "light": list(self.light)}
+                "light": list(self.light), "ambient": self.ambient, "intensity": self.intensity}
 
 
 def make_scene(seed: int, roles: dict, n_rooms: int | None = None) -> Scene:
@@ -107,4 +109,5 @@ def make_scene(seed: int, roles: dict, n_rooms: int | None = None) -> Scene:
             else:
                 boxes.append(Box((cx, cy, fh / 2), (fw, fd, fh), yaw, tex, 2.0, kind))
     light = (total_x / 2 + float(rng.normal(0, 0.5)), depth / 2 + float(rng.normal(0, 0.5)), height - 0.3)
-    return Scene(seed, rooms, boxes, light)
+    # lighting varies per scene: brightness of the ambient term and of the point light
+    return Scene(seed, rooms, boxes, light, float(rng.uniform(0.4, 0.7)), float(rng.uniform(0.8, 1.5)))
