@@ -55,7 +55,7 @@ def _cmd_localize(a) -> int:
             log.info("%s refused: %s", frame.stamp, est.reason)
     Path(a.out).write_text("".join(line + "\n" for line in lines))
     lat = np.array(latencies) * 1000
-    print(f"localized {len(lines)} of {len(source)} images -> {a.out}")
+    print(f"localized {len(lines)} of {len(source)} images ({refusals} refused, -v says why) -> {a.out}")
     if len(lat):
         print(f"latency per image: p50 {np.percentile(lat, 50):.0f} ms, p95 {np.percentile(lat, 95):.0f} ms")
     return 0
