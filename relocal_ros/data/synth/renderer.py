@@ -98,18 +98,34 @@ class Renderer:
         self.vbo = self.ctx.buffer(box_mesh(boxes).tobytes())
         self.vao = self.ctx.vertex_array(self.prog, [(self.vbo, "3f 3f 2f 1f", "in_pos", "in_normal", "in_uv",
                                                       "in_layer")])
-        self.colour = self.ctx.renderbuffer((intr.width, intr.height), 4)
-        self.depth_target = self.ctx.renderbuffer((intr.width, intr.height), 1, dtype="f4")
-        self.zbuf = self.ctx.depth_renderbuffer((intr.width, intr.height))
-        self.fbo = self.ctx.framebuffer([self.colour, self.depth_target], self.zbuf)
-        self.prog["proj"].write(gl_projection(intr).T.astype("f4").tobytes())
+        self.intr = None
+        self._targets = {}  # (width, height) -> framebuffer: one per image size, made on first use
+        self._use(intr)
         self.prog["light"].value = tuple(float(v) for v in light)
         self.prog["ambient"].value = float(ambient)
         self.prog["intensity"].value = float(intensity)
         self.tex.use(0)
         self.prog["textures"].value = 0
 
-    def render(self, T_world_cam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _use(self, intr: Intrinsics) -> None:
+        size = (intr.width, intr.height)
+        if size not in self._targets:
+            colour = self.ctx.renderbuffer(size, 4)
+            depth = self.ctx.renderbuffer(size, 1, dtype="f4")  # view-space z, exact (no z-buffer linearisation)
+            self._targets[size] = self.ctx.framebuffer([colour, depth], self.ctx.depth_renderbuffer(size))
+        if intr != self.intr:
+            self.prog["proj"].write(gl_projection(intr).T.astype("f4").tobytes())
+            self.intr = intr
+        self.fbo = self._targets[size]
+
+    def render(self, T_world_cam: np.ndarray, intr: Intrinsics | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(H x W x 3 uint8 RGB, H x W float32 depth in metres, 0 where nothing is hit) seen from T_world_cam
+        (camera-to-world, OpenCV axes), with the constructor's intrinsics unless others are given."""
+        T_world_cam = np.asarray(T_world_cam, dtype=np.float64)
+        if T_world_cam.shape != (4, 4) or not np.all(np.isfinite(T_world_cam)):
+            raise ValueError("T_world_cam must be a finite 4x4 camera-to-world transform")
+        if intr is not None:
+            self._use(intr)
         view = CV_TO_GL @ invert(T_world_cam)
         self.prog["view"].write(view.T.astype("f4").tobytes())
         self.fbo.use()
@@ -117,6 +133,7 @@ class Renderer:
         self.ctx.enable(self.ctx.DEPTH_TEST)  # no face culling: walls are seen from inside their room
         self.vao.render()
         W, H = self.intr.width, self.intr.height
+        # glReadPixels rows run bottom-up
         rgb = np.frombuffer(self.fbo.read(components=3, attachment=0), np.uint8).reshape(H, W, 3)[::-1]
         depth = np.frombuffer(self.fbo.read(components=1, attachment=1, dtype="f4"), np.float32).reshape(H, W)[::-1]
         return np.ascontiguousarray(rgb), np.ascontiguousarray(depth)

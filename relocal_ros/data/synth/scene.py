@@ -1,5 +1,6 @@
-"""Procedural indoor scenes as lists of textured, yawed boxes: a house of rooms in a row joined by door openings,
-with walls, floor, ceiling, tables, cabinets, shelves and posters. Deterministic for a seed."""
+"""Procedural indoor scenes as lists of textured, yawed boxes: a house of one or two rooms in a row joined by a
+door opening, with walls, floor, ceiling, tables (top, legs, an object on top), cabinets, shelves and posters.
+World frame: z up, floor at z = 0, rooms side by side along x. Deterministic for a seed."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -36,6 +37,24 @@ class Scene:
     light: tuple
     ambient: float = 0.55
     intensity: float = 1.2
+
+    def room_at(self, x: float, y: float) -> Room | None:
+        for r in self.rooms:
+            if r.x0 <= x <= r.x1 and r.y0 <= y <= r.y1:
+                return r
+        return None
+
+    def clearance(self, x: float, y: float) -> float:
+        """Horizontal distance from (x, y) to the nearest wall, furniture or poster footprint (0 inside one)."""
+        best = np.inf
+        for b in self.boxes:
+            if b.kind in ("floor", "ceiling"):
+                continue
+            c, s = np.cos(b.yaw), np.sin(b.yaw)
+            dx, dy = x - b.centre[0], y - b.centre[1]
+            local = np.abs([c * dx + s * dy, -s * dx + c * dy]) - np.asarray(b.size[:2]) / 2
+            best = min(best, float(np.linalg.norm(np.maximum(local, 0.0))))
+        return best
 
     def to_dict(self) -> dict:
         return {"seed": self.seed, "rooms": [asdict(r) for r in self.rooms], "boxes": [asdict(b) for b in self.boxes],

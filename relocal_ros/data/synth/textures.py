@@ -1,6 +1,8 @@
-"""Textures that need no download: procedural materials (numpy value noise, planks, tiles, stripes) and photographs
-that ship inside the scikit-image wheel (CC0 / public domain per skimage.data's docstrings) for posters, and its
-brick/gravel/grass material photos (CC0, ambientCG)."""
+"""Textures that need no download. Materials are procedural (FastNoise Lite noise through pyfastnoiselite, numpy
+planks/tiles/stripes) or the material photos that ship in the scikit-image wheel (brick, gravel, grass: CC0,
+ambientCG); posters and pictures are the photographs in that wheel (CC0 / public domain per skimage.data's
+docstrings) and matplotlib's sample grace_hopper.jpg (a US Navy photograph, public domain).
+Every material has strong local contrast on purpose: the localizer matches keypoints, and a blank wall gives none."""
 from __future__ import annotations
 
 import cv2
@@ -8,33 +10,45 @@ import numpy as np
 
 SIZE = 256
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "page", "moon", "clock", "horse",
-          "text", "hubble_deep_field", "immunohistochemistry", "retina", "cell", "colorwheel")
+          "text", "hubble_deep_field", "immunohistochemistry", "retina", "cell", "colorwheel", "grace_hopper")
 MATERIAL_PHOTOS = ("brick", "gravel", "grass")
+WALL_KINDS = ("stucco", "wallpaper", "stripes", "tiles", "blotches", "marble")
 
 
-def _value_noise(rng, size, octaves=5):
-    out = np.zeros((size, size), np.float32)
-    amp, total = 1.0, 0.0
-    for o in range(octaves):
-        cells = 2 ** (o + 2)
-        grid = rng.random((cells + 1, cells + 1)).astype(np.float32)
-        out += amp * cv2.resize(grid, (size, size), interpolation=cv2.INTER_CUBIC)
-        total += amp
-        amp *= 0.55
-    out /= total
-    return (out - out.min()) / max(float(out.max() - out.min()), 1e-6)
+def _noise(rng: np.random.Generator, size: int, kind: str = "fbm", frequency: float = 4.0) -> np.ndarray:
+    """FastNoise Lite over the unit square, normalised to [0, 1]."""
+    from pyfastnoiselite.pyfastnoiselite import CellularReturnType, FastNoiseLite, FractalType, NoiseType
+    gen = FastNoiseLite(int(rng.integers(0, 2**31 - 1)))
+    gen.frequency = frequency / size
+    if kind == "cells":
+        gen.noise_type = NoiseType.NoiseType_Cellular
+        gen.cellular_return_type = CellularReturnType.CellularReturnType_Distance2Sub
+    else:
+        gen.noise_type = NoiseType.NoiseType_OpenSimplex2
+        gen.fractal_type = FractalType.FractalType_Ridged if kind == "ridged" else FractalType.FractalType_FBm
+        gen.fractal_octaves = 5
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32)
+    n = gen.gen_from_coords(np.stack([x.ravel(), y.ravel()])).reshape(size, size).astype(np.float32)
+    return (n - n.min()) / max(float(n.max() - n.min()), 1e-6)
 
 
 def _tint(grey, rng, base=None):
     base = rng.uniform(0.25, 0.95, 3) if base is None else np.asarray(base)
-    return np.clip(grey[..., None] * base[None, None] * 255 * rng.uniform(0.8, 1.2), 0, 255).astype(np.uint8)
+    return np.clip(grey[..., None] * base[None, None] * 255 * rng.uniform(0.9, 1.2), 0, 255).astype(np.uint8)
 
 
 def procedural(kind: str, rng: np.random.Generator, size: int = SIZE) -> np.ndarray:
-    n = _value_noise(rng, size)
+    """One SIZE x SIZE x 3 uint8 material."""
+    n = _noise(rng, size, "fbm", frequency=float(rng.uniform(3, 8)))
     y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    if kind == "plaster":
-        g = 0.75 + 0.25 * n
+    if kind == "stucco":          # rough plaster with visible blotches
+        g = 0.35 + 0.65 * n ** 1.5
+    elif kind == "wallpaper":     # a regular motif over a noisy ground, like printed paper
+        k = int(rng.integers(4, 9))
+        motif = np.cos(2 * np.pi * k * x) * np.cos(2 * np.pi * k * y)
+        g = 0.4 + 0.3 * (motif > rng.uniform(0.2, 0.6)) + 0.3 * _noise(rng, size, "cells", 10.0)
+    elif kind == "marble":        # veins from a domain-warped sine
+        g = 0.55 + 0.45 * np.abs(np.sin((x * rng.uniform(3, 8) + 4 * _noise(rng, size, "ridged", 5.0)) * np.pi))
     elif kind == "planks":
         boards = np.floor(y * rng.integers(4, 9))
         grain = np.sin((x * rng.uniform(20, 60) + 6 * n + boards * 3.7) * np.pi) * 0.5 + 0.5
@@ -44,19 +58,27 @@ def procedural(kind: str, rng: np.random.Generator, size: int = SIZE) -> np.ndar
     elif kind == "tiles":
         k = rng.integers(4, 9)
         mortar = ((x * k) % 1 < 0.05) | ((y * k) % 1 < 0.05)
-        g = np.where(mortar, 0.35, 0.7 + 0.3 * n)
+        g = np.where(mortar, 0.3, 0.6 + 0.4 * n)
     elif kind == "stripes":
         g = 0.5 + 0.35 * np.sign(np.sin(x * np.pi * rng.integers(6, 20))) * (0.6 + 0.4 * n)
     elif kind == "blotches":
-        g = (n > rng.uniform(0.4, 0.6)).astype(np.float32) * 0.5 + 0.3 + 0.2 * n
+        g = (n > rng.uniform(0.4, 0.6)).astype(np.float32) * 0.5 + 0.3 + 0.2 * _noise(rng, size, "cells", 12.0)
     else:
-        raise ValueError(kind)
+        raise ValueError(f"unknown procedural material {kind!r}")
     return _tint(g.astype(np.float32), rng)
 
 
 def photo(name: str, size: int = SIZE) -> np.ndarray:
-    from skimage import data
-    img = getattr(data, name)()
+    """A photograph bundled with an installed package, as SIZE x SIZE x 3 uint8 RGB."""
+    if name == "grace_hopper":
+        from matplotlib import cbook
+        img = cv2.cvtColor(cv2.imread(str(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))),
+                           cv2.COLOR_BGR2RGB)
+    else:
+        from skimage import data
+        if name not in PHOTOS + MATERIAL_PHOTOS:
+            raise ValueError(f"{name!r} is not one of the offline images {PHOTOS + MATERIAL_PHOTOS}")
+        img = getattr(data, name)()
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=2)
     img = img[..., :3]
@@ -67,23 +89,24 @@ def photo(name: str, size: int = SIZE) -> np.ndarray:
 
 
 def texture_set(rng: np.random.Generator) -> tuple[np.ndarray, dict]:
-    """(N x SIZE x SIZE x 3 uint8, {role: [indices]}) for one scene."""
+    """(N x SIZE x SIZE x 3 uint8, {role: [indices]}) for one scene; deterministic for the generator's state."""
     tex, roles = [], {"wall": [], "floor": [], "ceiling": [], "furniture": [], "poster": []}
-    for kind in ("plaster", "stripes", "tiles", "blotches"):
-        roles["wall"].append(len(tex))
-        tex.append(procedural(kind, rng))
+
+    def add(role, image):
+        roles[role].append(len(tex))
+        tex.append(image)
+
+    for kind in WALL_KINDS:
+        add("wall", procedural(kind, rng))
+    add("wall", _tint(photo("brick")[..., 0].astype(np.float32) / 255, rng))
     for kind in ("planks", "tiles"):
-        roles["floor"].append(len(tex))
-        tex.append(procedural(kind, rng))
-    for name in MATERIAL_PHOTOS:
-        roles["floor" if name != "brick" else "wall"].append(len(tex))
-        tex.append(_tint(photo(name)[..., 0].astype(np.float32) / 255, rng))
-    roles["ceiling"].append(len(tex))
-    tex.append(procedural("plaster", rng))
-    for kind in ("planks", "blotches", "stripes"):
-        roles["furniture"].append(len(tex))
-        tex.append(procedural(kind, rng))
-    for name in rng.permutation(PHOTOS)[:8]:
-        roles["poster"].append(len(tex))
-        tex.append(photo(str(name)))
+        add("floor", procedural(kind, rng))
+    for name in ("gravel", "grass"):
+        add("floor", _tint(photo(name)[..., 0].astype(np.float32) / 255, rng))
+    for kind in ("stucco", "tiles"):
+        add("ceiling", procedural(kind, rng))
+    for kind in ("planks", "blotches", "stripes", "marble"):
+        add("furniture", procedural(kind, rng))
+    for name in rng.permutation(PHOTOS)[:10]:
+        add("poster", photo(str(name)))
     return np.stack(tex), roles
