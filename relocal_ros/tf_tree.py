@@ -32,7 +32,10 @@ class TransformTree:
             if static:
                 self._static[child] = np.asarray(T_parent_child, float)
                 return
-            if self._latest_ns is not None and t_ns < self._latest_ns - self.clock_jump_ns:
+            newest = self._times.get(child)
+            # a jump is judged per edge: edges are published at different delays (map->odom seconds after the
+            # image under load), so only an edge going back in time on itself means a loop or a reset
+            if newest and t_ns < newest[-1] - self.clock_jump_ns:
                 self._times.clear()
                 self._poses.clear()
                 self.clock_resets += 1
@@ -55,6 +58,10 @@ class TransformTree:
             self._times.clear()
             self._poses.clear()
             self._latest_ns = None
+
+    def may_still_arrive(self, t_ns: int) -> bool:
+        """True while t is newer than every dynamic sample received: data for it may be on its way."""
+        return self._latest_ns is None or t_ns > self._latest_ns
 
     def has_frame(self, frame: str) -> bool:
         return frame in self._parent or frame in self._parent.values()

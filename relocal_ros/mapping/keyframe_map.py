@@ -194,6 +194,8 @@ class KeyframeMap:
         for old in root.iterdir():  # older versions and leftovers of interrupted saves
             if old.name not in (name, "CURRENT") and (old.name.startswith("v") or old.name.startswith(".v")):
                 shutil.rmtree(old, ignore_errors=True)
+            elif old.name.startswith(".CURRENT.") and old.name.endswith(".tmp"):
+                old.unlink(missing_ok=True)
         return final
 
     def _write_version(self, d: Path) -> None:
@@ -320,3 +322,25 @@ class KeyframeSelector:
                 return False
         self.poses.append(np.asarray(T_world_cam, float))
         return True
+
+
+def version_fingerprint(path) -> tuple[str, dict[str, str]]:
+    """(current version name, {file: sha256}) of a map directory: what a crash must leave bit-identical."""
+    root = Path(path)
+    name = _read_current(root)
+    return name, {f.name: _sha256(f) for f in sorted((root / name).iterdir()) if f.is_file()}
+
+
+def check_after_interrupted_save(path, before: tuple[str, dict[str, str]]) -> str:
+    """After a save was interrupted at an arbitrary point (kill -9, power loss): 'previous' when the map still is
+    the previous version, bit for bit; 'new' when it is a new version that loads completely (checksums verified).
+    Raises MapFormatError for anything else: a mix of the two, or no loadable map."""
+    kmap = KeyframeMap.load(path)
+    name, files = version_fingerprint(path)
+    if name == before[0]:
+        if files != before[1]:
+            raise MapFormatError(f"{path}: version {name} changed in place: {sorted(set(files.items()) ^ set(before[1].items()))}")
+        return "previous"
+    if kmap.version != name:
+        raise MapFormatError(f"{path}: loaded {kmap.version} but CURRENT names {name}")
+    return "new"

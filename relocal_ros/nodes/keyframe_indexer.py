@@ -135,7 +135,7 @@ class KeyframeIndexerNode(Node):
                 return
             frame.pose = T_from_pose_msg(fm.extra.pose)
         else:
-            frame.pose = self.tf.lookup(self.map_frame, fm.color.header.frame_id, fm.stamp_ns)
+            frame.pose = self.tf.lookup(self.map_frame, fm.color.header.frame_id, fm.stamp_ns, 0.1)
         if frame.pose is None or not np.all(np.isfinite(frame.pose)):
             self.diag.count("no_pose")
             return
@@ -167,6 +167,8 @@ class KeyframeIndexerNode(Node):
     def destroy_node(self):
         if self.mapping:
             self.worker.stop()
+            if self.tf is not None:
+                self.tf.close()
         return super().destroy_node()
 
 

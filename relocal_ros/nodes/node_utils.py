@@ -107,6 +107,7 @@ class LatestFrameWorker:
             self._wake.clear()
             frame = self.sync.pop_latest()
             self.diag.counts["frames_dropped"] = self.sync.dropped
+            self.diag.counts["clock_resets"] = self.sync.clock_resets
             if frame is None:
                 continue
             try:

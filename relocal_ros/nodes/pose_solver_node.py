@@ -23,6 +23,7 @@ class PoseSolverNode(Node):
         self.odom_frame = declare(self, "odom_frame", "odom", "odometry frame (REP-105); '' to never use one")
         self.base_frame = declare(self, "base_frame", "base_link", "robot base frame whose pose is published")
         self.publish_tf = declare(self, "publish_tf", True, "publish map->odom (or map->base_link) on /tf")
+        self.tf_timeout = declare(self, "tf_timeout", 0.1, "wait this long for TF at an image's time (s)", 0.0, 2.0)
         self.publish_initialpose = declare(self, "publish_initialpose", False, "also publish on /initialpose")
         conf = {
             "min_inliers": declare(self, "min_inliers", 30, "refuse with fewer PnP inliers", 6, 10000),
@@ -49,6 +50,8 @@ class PoseSolverNode(Node):
 
     def _on_evidence(self, msg) -> None:
         ev = evidence_from_msg(msg)
+        self.tf.note_stamp(stamp_ns(msg.header.stamp))
+        self.diag.counts["tf_clock_resets"] = self.tf.tf_clock_resets
         est = self.solver.solve(ev)
         self.diag.count("evidence_received")
         if not est.accepted:
@@ -58,7 +61,10 @@ class PoseSolverNode(Node):
             return
         camera_frame = msg.header.frame_id
         t_ns = stamp_ns(msg.header.stamp)
-        T_cam_base = self.tf.lookup(camera_frame, self.base_frame, t_ns) if camera_frame else None
+        # the extrinsic is static: wait only when its frames exist at all
+        T_cam_base = (self.tf.lookup(camera_frame, self.base_frame, t_ns,
+                                     self.tf_timeout if self.tf.frame_known(self.base_frame) else 0.0)
+                      if camera_frame else None)
         header = msg.header.__class__()
         header.stamp = msg.header.stamp
         header.frame_id = self.map_frame
@@ -80,21 +86,22 @@ class PoseSolverNode(Node):
 
     def _publish_tf(self, T_map_x: np.ndarray, x_frame: str, t_ns: int, stamp: str) -> None:
         if self.odom_frame:
-            T_odom_x = self.tf.lookup(self.odom_frame, x_frame, t_ns)
+            T_odom_x = self.tf.lookup(self.odom_frame, x_frame, t_ns, self.tf_timeout)
             if T_odom_x is not None:
                 self.tf.send(T_map_x @ invert(T_odom_x), self.map_frame, self.odom_frame, stamp)
                 return
-            if self._frame_known(self.odom_frame):
+            if self.tf.frame_known(self.odom_frame):
                 # odom exists but not at this image's time: a map->base_link would give base_link two parents
                 self.diag.count("tf_skipped_no_odom_at_stamp")
                 return
         self._once("no_odom", f"no '{self.odom_frame}' frame: publishing {self.map_frame}->{x_frame}")
         self.tf.send(T_map_x, self.map_frame, x_frame, stamp)
 
-    def _frame_known(self, frame: str) -> bool:
-        if self.tf.uses_tf2_ros:
-            return self.tf._buffer._frameExists(frame)
-        return self.tf.tree.has_frame(frame)
+
+
+    def destroy_node(self):
+        self.tf.close()
+        return super().destroy_node()
 
 
 def main(args=None):

@@ -61,7 +61,11 @@ class GraphProcesses:
     def alive(self) -> dict[str, bool]:
         return {n: p.poll() is None for n, p in self.procs.items()}
 
-    def restart(self, name: str) -> None:
+    def restart(self, name: str, kill: bool = False) -> None:
+        """Stop one node (SIGINT, or SIGKILL with kill=True) and start it again; the others keep running."""
+        if kill and self.procs[name].poll() is None:
+            self.procs[name].kill()
+            self.procs[name].wait()
         self._stop_one(self.procs[name])
         out = open(self.log_dir / f"{name}.restart.log", "w") if self.log_dir else None
         self.procs[name] = subprocess.Popen([sys.executable, "-m", f"relocal_ros.nodes.{name}", *self.args],
