@@ -33,6 +33,8 @@ class FrameSynchronizer:
         self._lock = threading.Lock()
         self.dropped = 0          # complete or incomplete frames superseded by a newer one
         self.clock_resets = 0
+        self.stale = 0            # images not newer than one already handed out: duplicated or out of order
+        self._last_popped_ns = None
 
     def _check_clock(self, t_ns: int) -> None:
         if self._latest_ns is not None and t_ns < self._latest_ns - self.clock_jump_ns:
@@ -42,6 +44,7 @@ class FrameSynchronizer:
             self._extras.clear()
             self.clock_resets += 1
             self._latest_ns = t_ns
+            self._last_popped_ns = None
         self._latest_ns = t_ns if self._latest_ns is None else max(self._latest_ns, t_ns)
 
     @staticmethod
@@ -54,9 +57,15 @@ class FrameSynchronizer:
         return evicted
 
     def add_color(self, t_ns: int, msg) -> None:
+        """Returns False (and counts it as stale) for an image no newer than one already handed out: a duplicate
+        or an out-of-order delivery would give a second or an older pose after a newer one."""
         with self._lock:
             self._check_clock(t_ns)
+            if (self._last_popped_ns is not None and t_ns <= self._last_popped_ns) or t_ns in self._colors:
+                self.stale += 1
+                return False
             self.dropped += self._bounded_put(self._colors, t_ns, msg, self.max_pending)
+            return True
 
     def add_depth(self, t_ns: int, msg) -> None:
         with self._lock:
@@ -97,6 +106,7 @@ class FrameSynchronizer:
                 for k in older:
                     del self._colors[k]
                 color = self._colors.pop(t_ns)
+                self._last_popped_ns = t_ns
                 depth = self._depths.pop(depth_key) if depth_key is not None else None
                 extra = self._extras.pop(extra_key) if extra_key is not None else None
                 for d in (self._depths, self._extras):

@@ -66,3 +66,16 @@ def test_transform_tree_forgets_history_on_clock_jump():
     assert tree.clock_resets == 1
     assert tree.lookup("odom", "base_link", 100 * S) is None
     assert tree.lookup("odom", "base_link", 3 * S) is not None
+
+
+def test_duplicated_and_out_of_order_images_are_counted_not_handed_out():
+    s = FrameSynchronizer(use_depth=False)
+    s.set_camera_info("info")
+    assert s.add_color(2_000_000_000, "b")
+    assert s.pop_latest().color == "b"
+    assert not s.add_color(2_000_000_000, "b again")      # duplicate
+    assert not s.add_color(1_900_000_000, "older")        # out of order, 0.1 s back: not a clock jump
+    assert s.pop_latest() is None and s.stale == 2
+    assert s.add_color(2_100_000_000, "c") and s.pop_latest().color == "c"
+    assert s.add_color(100_000_000, "after a bag loop")   # 2 s back: a clock jump, accepted afresh
+    assert s.pop_latest().color == "after a bag loop" and s.clock_resets == 1

@@ -108,6 +108,7 @@ class LatestFrameWorker:
             frame = self.sync.pop_latest()
             self.diag.counts["frames_dropped"] = self.sync.dropped
             self.diag.counts["clock_resets"] = self.sync.clock_resets
+            self.diag.counts["stale_or_duplicate_stamps"] = self.sync.stale
             if frame is None:
                 continue
             try:
