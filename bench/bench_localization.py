@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO))
 from relocal_ros.data.sources import open_source  # noqa: E402
 from relocal_ros.data.splits import split_tum  # noqa: E402
 from relocal_ros.evaluation.baselines import SiftFivePointBaseline  # noqa: E402
+from relocal_ros.evaluation.metrics import CHI2_95, mahalanobis_sq  # noqa: E402
 from relocal_ros.geometry.poses import pose_error  # noqa: E402
 from relocal_ros.mapping.builder import build_map  # noqa: E402
 from relocal_ros.pipeline import Relocalizer  # noqa: E402
@@ -42,6 +43,13 @@ METHODS = {
     "baseline SIFT+5-point": ({"extractor": "sift", "rotations": [0.0]}, None, "5pt"),
     "baseline SIFT+depth+PnP": ({"extractor": "sift", "rotations": [0.0]}, {"inference": SIFT_MNN}, "pnp"),
     "baseline XFeat+LighterGlue+depth+PnP": ({"extractor": "xfeat"}, {"inference": {"matcher": "lighterglue"}}, "pnp"),
+    # relative poses (essential matrix per retrieved keyframe, scale from its depth) combined three ways
+    "relative: ExReNet triangulation+RANSAC": ({"extractor": "xfeat"}, {"inference": {
+        "method": "xfeat_relative", "num_references": 5}, "solver": {"fusion": "exrenet"}}, "pnp"),
+    "relative: RelocNet Huber IRLS": ({"extractor": "xfeat"}, {"inference": {
+        "method": "xfeat_relative", "num_references": 5}, "solver": {"fusion": "irls"}}, "pnp"),
+    "relative: RRPR single neighbour": ({"extractor": "xfeat"}, {"inference": {
+        "method": "xfeat_relative", "num_references": 5}, "solver": {"fusion": "rrpr"}}, "pnp"),
 }
 
 
@@ -80,7 +88,7 @@ def run(name, map_src, queries, gt, methods, max_queries):
         kmap = maps[key]
         loc = SiftFivePointBaseline(kmap) if kind == "5pt" else Relocalizer(kmap, reloc_conf)
         loc.localize(queries[int(idx[0])])  # warm-up (lazy model loading)
-        terr, rerr, lat, n_gt, refused, wrong = [], [], [], 0, 0, 0
+        terr, rerr, lat, n_gt, refused, wrong, cal_pos, cal_all = [], [], [], 0, 0, 0, [], []
         for i in idx:
             f = queries[int(i)]
             truth = gt_pose.get(f.stamp)
@@ -94,6 +102,10 @@ def run(name, map_src, queries, gt, methods, max_queries):
                 refused += 1
                 continue
             dt, dr = pose_error(est.T_map_cam, truth)
+            if est.covariance is not None:
+                d_pos, d_all = mahalanobis_sq(est.T_map_cam, est.covariance, truth)
+                cal_pos.append(d_pos < CHI2_95[3])
+                cal_all.append(d_all < CHI2_95[6])
             terr.append(dt)
             rerr.append(dr)
             wrong += dt > 0.25 or dr > 10
@@ -104,18 +116,20 @@ def run(name, map_src, queries, gt, methods, max_queries):
         rows.append((name, mname, len(kmap), n_gt,
                      np.median(terr) * 100 if len(terr) else np.nan, np.median(rerr) if len(rerr) else np.nan,
                      share(0.05, 5), share(0.10, 10), share(0.25, 10), 100.0 * refused / max(n_gt, 1),
-                     100.0 * wrong / max(n_gt, 1), np.percentile(lat, 50), np.percentile(lat, 95)))
+                     100.0 * wrong / max(n_gt, 1), np.percentile(lat, 50), np.percentile(lat, 95),
+                     100.0 * np.mean(cal_pos) if cal_pos else np.nan, 100.0 * np.mean(cal_all) if cal_all else np.nan))
         print(fmt(rows[-1]), flush=True)
     return rows
 
 
 HEADER = ("| data | method | keyframes | queries | median t (cm) | median r (deg) | 5cm/5deg | 10cm/10deg | "
-          "25cm/10deg | refused | wrong >25cm/10deg | p50 ms | p95 ms |\n|" + "---|" * 13)
+          "25cm/10deg | refused | wrong >25cm/10deg | p50 ms | p95 ms | truth in 95 % ellipsoid: position | 6-DoF |\n|"
+          + "---|" * 15)
 
 
 def fmt(r):
     return (f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]:.1f} | {r[5]:.2f} | {r[6]:.1f} % | {r[7]:.1f} % | "
-            f"{r[8]:.1f} % | {r[9]:.1f} % | {r[10]:.1f} % | {r[11]:.0f} | {r[12]:.0f} |")
+            f"{r[8]:.1f} % | {r[9]:.1f} % | {r[10]:.1f} % | {r[11]:.0f} | {r[12]:.0f} | {r[13]:.0f} % | {r[14]:.0f} % |")
 
 
 def main():

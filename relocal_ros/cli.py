@@ -40,6 +40,8 @@ def _cmd_localize(a) -> int:
     conf = merge_conf(default_conf(), _load_yaml_conf(a.config))
     if a.method:
         conf["inference"]["method"] = a.method
+    if a.fusion:
+        conf["solver"]["fusion"] = a.fusion
     reloc = Relocalizer.from_map_dir(a.map, conf)
     source = open_source(a.query, with_ground_truth=False)  # never let query ground truth near the estimator
     lines, latencies, refusals = [], [], 0
@@ -112,7 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("map")
     s.add_argument("query")
     s.add_argument("--out", required=True, help="TUM trajectory (timestamp tx ty tz qx qy qz qw, camera-to-map)")
-    s.add_argument("--method", default=None, help="localization method (default: the best available, xfeat_pnp)")
+    s.add_argument("--method", default=None, help="localization method: xfeat_pnp (default, the best measured) or "
+                   "xfeat_relative (relative poses to the retrieved keyframes)")
+    s.add_argument("--fusion", default=None, choices=["exrenet", "irls", "rrpr"],
+                   help="how relative poses are combined (relative-pose methods; default exrenet)")
     s.add_argument("--config", default=None, help="YAML with 'inference' and 'solver' overrides")
     s.set_defaults(func=_cmd_localize)
 

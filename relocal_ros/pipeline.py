@@ -14,8 +14,13 @@ from relocal_ros.mapping.keyframe_map import KeyframeMap
 from relocal_ros.matching.matchers import make_matcher
 from relocal_ros.retrieval.index import select_diverse
 from relocal_ros.solver.pnp import pose_covariance, solve_pnp_ransac
+from relocal_ros.solver.relative import FUSIONS, fuse
+from relocal_ros.solver.two_view import relative_pose_hypothesis
 
-METHODS = ("xfeat_pnp",)
+# xfeat_pnp: matches lifted with keyframe depth -> PnP-RANSAC (the default, most accurate here).
+# xfeat_relative: essential-matrix relative pose per retrieved keyframe, scale from its depth -> the relative-pose
+# solvers (ExReNet triangulation + RANSAC, RelocNet IRLS, RRPR), selected by the solver's "fusion".
+METHODS = ("xfeat_pnp", "xfeat_relative")
 
 _DEFAULT_CONF = {
     "inference": {
@@ -38,6 +43,8 @@ _DEFAULT_CONF = {
         "map_sigma_m": 0.01,          # error of the map's keyframe positions (m), a covariance floor
         "map_sigma_deg": 0.5,         # error of the map's keyframe orientations (deg), a covariance floor
         "max_position_std": 0.25,     # refuse when the covariance says the position is this uncertain (m)
+        "fusion": "exrenet",          # relative-pose methods: "exrenet", "irls" or "rrpr" (solver/relative.py)
+        "min_relative_inliers": 2,    # relative-pose methods: refuse when fewer keyframes agree
     },
 }
 
@@ -111,6 +118,11 @@ class InferenceEngine:
                 continue
             m[:, 1] = sub[m[:, 1]]
             X = kf.points3d[m[:, 1]]
+            if c["method"] == "xfeat_relative":
+                h, _ = relative_pose_hypothesis(kf_id, kf.T_map_cam, kf.features.keypoints[m[:, 1]], kf.intrinsics,
+                                                X, feats.keypoints[m[:, 0]], intr)
+                if h is not None:
+                    ev.hypotheses.append(h)
             ok = np.isfinite(X).all(1) & (sim > best_sim[m[:, 0]])
             best_sim[m[ok, 0]] = sim[ok]   # one 3D point per query keypoint: the most confident match
             best_X[m[ok, 0]] = X[ok]
@@ -125,6 +137,8 @@ class InferenceEngine:
 class PoseSolver:
     def __init__(self, conf: dict | None = None):
         self.conf = merge_conf(_DEFAULT_CONF["solver"], conf)
+        if self.conf["fusion"] not in FUSIONS:
+            raise ValueError(f"unknown fusion {self.conf['fusion']!r}; choose one of {FUSIONS}")
 
     def solve(self, ev: QueryEvidence) -> PoseEstimate:
         t0 = time.perf_counter()
@@ -133,6 +147,8 @@ class PoseSolver:
         if ev.refusal:
             est.reason = ev.refusal
             return est
+        if ev.method in ("xfeat_relative", "exrenet"):
+            return self._solve_relative(ev, est, t0)
         n = len(ev.image_points)
         if n < c["min_inliers"]:
             est.reason = f"{n} correspondences < min_inliers {c['min_inliers']}"
@@ -157,6 +173,27 @@ class PoseSolver:
         est.accepted, est.T_map_cam, est.covariance = True, res.T_map_cam, cov
         est.reason = f"{est.inliers} inliers ({est.inlier_ratio:.0%}), rms {res.reprojection_rms:.2f} px"
         est.timings["solve"] = time.perf_counter() - t0
+        return est
+
+
+    def _solve_relative(self, ev: QueryEvidence, est: PoseEstimate, t0: float) -> PoseEstimate:
+        c = self.conf
+        res = fuse(ev.hypotheses, c["fusion"])
+        est.timings["solve"] = time.perf_counter() - t0
+        est.inliers = len(res.inliers)
+        est.inlier_ratio = len(res.inliers) / max(len(ev.hypotheses), 1)
+        need = 1 if c["fusion"] == "rrpr" else c["min_relative_inliers"]
+        if res.T_map_cam is None or est.inliers < need:
+            est.reason = res.reason or f"{est.inliers} agreeing relative poses < {need}"
+            return est
+        cov = res.covariance.copy()
+        cov[:3, :3] += np.eye(3) * c["map_sigma_m"] ** 2
+        cov[3:, 3:] += np.eye(3) * np.radians(c["map_sigma_deg"]) ** 2
+        pos_std = float(np.sqrt(max(np.trace(cov[:3, :3]), 0.0)))
+        if not np.isfinite(pos_std) or pos_std > c["max_position_std"]:
+            est.reason = f"position uncertainty {pos_std:.3f} m > {c['max_position_std']} m"
+            return est
+        est.accepted, est.T_map_cam, est.covariance, est.reason = True, res.T_map_cam, cov, res.reason
         return est
 
 

@@ -84,3 +84,20 @@ def evaluate_trajectory(est_path, gt_path, queries: list[str] | None = None) -> 
     else:
         n_queries = len(terr)
     return AccuracyReport(len(stamps), n_queries, np.array(terr), np.array(rerr), missing)
+
+
+# chi-square 95 % quantiles for 3 and 6 degrees of freedom
+CHI2_95 = {3: 7.814727903, 6: 12.591587243}
+
+
+def mahalanobis_sq(T_est: np.ndarray, covariance: np.ndarray, T_gt: np.ndarray) -> tuple[float, float]:
+    """(position d², full 6-DoF d²) of the ground truth under the estimate's covariance, in the parametrisation of
+    geometry_msgs/PoseWithCovariance used throughout (position in the map frame, rotation as a left perturbation
+    about the map axes). Inside the 95 % ellipsoid when d² < CHI2_95[3] (position) or CHI2_95[6] (pose)."""
+    from scipy.spatial.transform import Rotation
+    e = np.concatenate([T_gt[:3, 3] - T_est[:3, 3],
+                        Rotation.from_matrix(T_gt[:3, :3] @ T_est[:3, :3].T).as_rotvec()])
+    C = 0.5 * (covariance + covariance.T)
+    d_pos = float(e[:3] @ np.linalg.solve(C[:3, :3], e[:3]))
+    d_all = float(e @ np.linalg.solve(C, e))
+    return d_pos, d_all
