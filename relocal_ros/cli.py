@@ -15,7 +15,8 @@ log = logging.getLogger("relocal")
 def _cmd_build_map(a) -> int:
     from relocal_ros.data.sources import open_source
     from relocal_ros.mapping.builder import build_map
-    conf = {"extractor": a.extractor, "min_translation": a.min_translation, "min_rotation_deg": a.min_rotation}
+    conf = {"extractor": a.extractor, "min_translation": a.min_translation, "min_rotation_deg": a.min_rotation,
+            "pose_sigma": a.pose_sigma}
     kmap = build_map(open_source(a.source), conf, progress=not a.quiet)
     version = kmap.save(a.out)
     print(f"map: {len(kmap)} keyframes -> {version}")
@@ -108,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--extractor", default="xfeat", choices=["xfeat", "sift"])
     s.add_argument("--min-translation", type=float, default=0.05, help="keyframe spacing in metres")
     s.add_argument("--min-rotation", type=float, default=5.0, help="keyframe spacing in degrees")
+    s.add_argument("--pose-sigma", type=float, nargs=2, metavar=("M", "DEG"), default=None,
+                   help="accuracy of the source's poses, kept in the map as the covariance floor for map error "
+                        "(default: what the source states, e.g. exact for `relocal synth` scenes, else 0.01 m 1 deg)")
     s.set_defaults(func=_cmd_build_map)
 
     s = sub.add_parser("localize", help="localize every image of QUERY in MAP, write a TUM trajectory")

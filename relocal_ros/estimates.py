@@ -31,6 +31,8 @@ class QueryEvidence:
     hypotheses: list[RelativePoseHypothesis] = field(default_factory=list)
     inference_seconds: float = 0.0
     refusal: str = ""               # non-empty: inference already knows no pose can follow, and why
+    map_sigma_m: float = float("nan")    # accuracy of the map's keyframe poses as the map states it; NaN: unknown
+    map_sigma_deg: float = float("nan")
 
 
 @dataclass

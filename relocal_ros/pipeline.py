@@ -40,8 +40,10 @@ _DEFAULT_CONF = {
         "min_inliers": 30,            # refuse below: too few to trust, whatever the ratio
         "min_inlier_ratio": 0.20,
         "min_pixel_sigma": 1.0,       # floor of the reprojection noise used for the covariance
-        "map_sigma_m": 0.01,          # error of the map's keyframe positions (m), a covariance floor
-        "map_sigma_deg": 0.5,         # error of the map's keyframe orientations (deg), a covariance floor
+        # error of the map's keyframe poses, a covariance floor, for maps that do not state their accuracy:
+        # a real RGB-D sequence's poses (mocap/SLAM, sync with fast rotation) are good to about 1 cm / 1 deg
+        "map_sigma_m": 0.01,
+        "map_sigma_deg": 1.0,
         "max_position_std": 0.25,     # refuse when the covariance says the position is this uncertain (m)
         "fusion": "exrenet",          # relative-pose methods: "exrenet", "irls" or "rrpr" (solver/relative.py)
         "min_relative_inliers": 2,    # relative-pose methods: refuse when fewer keyframes agree
@@ -96,6 +98,8 @@ class InferenceEngine:
         intr = frame.intrinsics
         pinhole = Intrinsics(intr.fx, intr.fy, intr.cx, intr.cy, intr.width, intr.height) if intr else None
         ev = QueryEvidence(frame.stamp, pinhole, self.conf["method"])
+        ev.map_sigma_m = float(self.map.metadata.get("pose_sigma_m", float("nan")))
+        ev.map_sigma_deg = float(self.map.metadata.get("pose_sigma_deg", float("nan")))
         why = check_frame(frame) or ("the map has no keyframes" if len(self.map) == 0 else "")
         if why:
             ev.refusal = why
@@ -164,8 +168,9 @@ class PoseSolver:
             est.reason = f"inlier ratio {est.inlier_ratio:.2f} < {c['min_inlier_ratio']}"
             return est
         sigma = max(res.reprojection_rms, c["min_pixel_sigma"])
+        map_m, map_deg = self._map_sigma(ev)
         cov = pose_covariance(res.T_map_cam, ev.image_points[res.inliers], ev.map_points[res.inliers],
-                              ev.intrinsics, sigma, c["map_sigma_m"], c["map_sigma_deg"])
+                              ev.intrinsics, sigma, map_m, map_deg)
         pos_std = float(np.sqrt(max(np.trace(cov[:3, :3]), 0.0)))
         if not np.isfinite(pos_std) or pos_std > c["max_position_std"]:
             est.reason = f"position uncertainty {pos_std:.3f} m > {c['max_position_std']} m"
@@ -175,6 +180,12 @@ class PoseSolver:
         est.timings["solve"] = time.perf_counter() - t0
         return est
 
+
+    def _map_sigma(self, ev: QueryEvidence) -> tuple[float, float]:
+        """The map's own statement of its pose accuracy when it has one, else the configured default."""
+        if np.isfinite(ev.map_sigma_m) and np.isfinite(ev.map_sigma_deg):
+            return ev.map_sigma_m, ev.map_sigma_deg
+        return self.conf["map_sigma_m"], self.conf["map_sigma_deg"]
 
     def _solve_relative(self, ev: QueryEvidence, est: PoseEstimate, t0: float) -> PoseEstimate:
         c = self.conf
@@ -187,8 +198,9 @@ class PoseSolver:
             est.reason = res.reason or f"{est.inliers} agreeing relative poses < {need}"
             return est
         cov = res.covariance.copy()
-        cov[:3, :3] += np.eye(3) * c["map_sigma_m"] ** 2
-        cov[3:, 3:] += np.eye(3) * np.radians(c["map_sigma_deg"]) ** 2
+        map_m, map_deg = self._map_sigma(ev)
+        cov[:3, :3] += np.eye(3) * map_m ** 2
+        cov[3:, 3:] += np.eye(3) * np.radians(map_deg) ** 2
         pos_std = float(np.sqrt(max(np.trace(cov[:3, :3]), 0.0)))
         if not np.isfinite(pos_std) or pos_std > c["max_position_std"]:
             est.reason = f"position uncertainty {pos_std:.3f} m > {c['max_position_std']} m"

@@ -73,3 +73,18 @@ def test_real_fr1_rpy_queries_localize(tum_rpy, tmp_path):
             good += dt < 0.05 and dr < 5
             assert dt < 0.25, f"{f.stamp}: accepted a pose {dt:.2f} m off"  # never a confident wrong pose
     assert total >= 10 and good / total >= 0.75
+
+
+def test_the_map_states_its_pose_accuracy_and_the_covariance_floor_follows_it(plane_reloc):
+    q = ps.query_frames()[0]
+    ev = plane_reloc.engine.infer(q)
+    assert np.isnan(ev.map_sigma_m)                      # this map does not state its accuracy: default floor
+    default = plane_reloc.solver.solve(ev).covariance
+    ev.map_sigma_m, ev.map_sigma_deg = 0.0, 0.0          # as a synthetic scene's map does: exact poses
+    exact = plane_reloc.solver.solve(ev).covariance
+    assert np.allclose(np.diag(default)[:3] - np.diag(exact)[:3], 0.01 ** 2, rtol=1e-3)
+    assert np.allclose(np.diag(default)[3:] - np.diag(exact)[3:], np.radians(1.0) ** 2, rtol=1e-3)
+    kmap = build_map(ps.map_frames()[:4], {"vocabulary": "map", "vocabulary_words": 16, "pose_sigma": (0.002, 0.1)},
+                     progress=False)
+    ev = Relocalizer(kmap).engine.infer(q)
+    assert (ev.map_sigma_m, ev.map_sigma_deg) == (0.002, 0.1)

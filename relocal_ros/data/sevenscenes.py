@@ -34,6 +34,15 @@ def read_pose_file(path: Path) -> np.ndarray:
     return orthonormalize(T)
 
 
+def _pose_sigma(calib: Path):
+    """(m, deg) accuracy of the sequence's poses when its calibration.yaml states it (synthetic scenes: exact)."""
+    import yaml
+    d = yaml.safe_load(calib.read_text()) or {}
+    if "pose_sigma_m" in d and "pose_sigma_deg" in d:
+        return float(d["pose_sigma_m"]), float(d["pose_sigma_deg"])
+    return None
+
+
 class SevenScenesSequence:
     def __init__(self, path: Path, with_ground_truth: bool = True):
         path = Path(path)
@@ -42,10 +51,12 @@ class SevenScenesSequence:
         seq_dirs = [path] if any(path.glob("frame-*.color.*")) else sorted(
             p for p in path.iterdir() if p.is_dir() and _SEQ.search(p.name))
         self.intrinsics, self.depth_scale = SEVEN_SCENES_INTRINSICS, SEVEN_SCENES_DEPTH_SCALE
+        self.pose_sigma = None  # unknown: the solver's default floor applies
         for calib in (path / "calibration.yaml", path.parent / "calibration.yaml"):
             if calib.is_file():
                 self.intrinsics, scale = load_calibration_yaml(calib)
                 self.depth_scale = scale or SEVEN_SCENES_DEPTH_SCALE
+                self.pose_sigma = _pose_sigma(calib)
                 break
         self.with_ground_truth = with_ground_truth
         self.items = []  # (stamp, colour path)

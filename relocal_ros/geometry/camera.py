@@ -73,10 +73,12 @@ def load_calibration_yaml(path: Path) -> tuple[Intrinsics, float | None]:
     return Intrinsics.from_dict(d), (float(scale) if scale is not None else None)
 
 
-def save_calibration_yaml(path: Path, intr: Intrinsics, depth_scale: float | None = None, comment: str = "") -> None:
+def save_calibration_yaml(path: Path, intr: Intrinsics, depth_scale: float | None = None, comment: str = "",
+                          extra: dict | None = None) -> None:
     d = intr.to_dict()
     if depth_scale is not None:
         d["depth_scale"] = float(depth_scale)
+    d.update(extra or {})
     text = "".join(f"# {line}\n" for line in comment.splitlines()) + yaml.safe_dump(d, sort_keys=False)
     Path(path).write_text(text)
 

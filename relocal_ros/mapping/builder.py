@@ -20,6 +20,9 @@ DEFAULT_BUILD_CONF = {
     "min_rotation_deg": 5.0,
     "vocabulary_words": 64,
     "rotations": [0.0, 45.0, -45.0],  # in-plane angles keyframes are stored at (XFeat is not rotation invariant)
+    # accuracy of the source's poses (m, deg), kept in the map: the solver's covariance floor for map error.
+    # None: what the source states (synthetic scenes: exact), else the solver's default (real sensors)
+    "pose_sigma": None,
     "vocabulary": "auto",      # "auto": shipped vocabulary when present, else learned from this map; or "map", or a .npy path
 }
 
@@ -59,6 +62,9 @@ def build_map(source, conf: dict | None = None, progress: bool = True) -> Keyfra
 
     kmap = KeyframeMap(vocabulary, conf["extractor"], extractor.conf,
                        metadata={"vocabulary": vocab_source, "source_frames": len(source)}, rotations=conf["rotations"])
+    pose_sigma = conf["pose_sigma"] if conf["pose_sigma"] is not None else getattr(source, "pose_sigma", None)
+    if pose_sigma is not None:
+        kmap.metadata["pose_sigma_m"], kmap.metadata["pose_sigma_deg"] = (float(v) for v in pose_sigma)
     vlad = VladAggregator(vocabulary)
     for i, per_rotation in tqdm(list(zip(selected, features)), desc="indexing", unit="kf", disable=not progress):
         kmap._append(source[i], per_rotation, np.stack([vlad(f.descriptors) for f in per_rotation]))

@@ -104,6 +104,7 @@ def evidence_to_msg(ev: QueryEvidence, header):
         m.hypotheses.append(hm)
     m.inference_seconds = float(ev.inference_seconds)
     m.refusal = ev.refusal
+    m.map_pose_sigma_m, m.map_pose_sigma_deg = float(ev.map_sigma_m), float(ev.map_sigma_deg)
     return m
 
 
@@ -119,7 +120,7 @@ def evidence_from_msg(m) -> QueryEvidence:
                        np.asarray(m.image_points, np.float32).reshape(-1, 2),
                        np.asarray(m.map_points, np.float32).reshape(-1, 3),
                        np.asarray(m.weights, np.float32), [int(k) for k in m.keyframe_ids], hyps,
-                       float(m.inference_seconds), m.refusal)
+                       float(m.inference_seconds), m.refusal, float(m.map_pose_sigma_m), float(m.map_pose_sigma_deg))
     if not ev.refusal and intr is None:
         ev.refusal = "evidence without camera intrinsics"
     if len(ev.image_points) != len(ev.map_points) or len(ev.weights) != len(ev.image_points):
