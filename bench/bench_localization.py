@@ -43,6 +43,7 @@ METHODS = {
     "baseline SIFT+5-point": ({"extractor": "sift", "rotations": [0.0]}, None, "5pt"),
     "baseline SIFT+depth+PnP": ({"extractor": "sift", "rotations": [0.0]}, {"inference": SIFT_MNN}, "pnp"),
     "baseline XFeat+LighterGlue+depth+PnP": ({"extractor": "xfeat"}, {"inference": {"matcher": "lighterglue"}}, "pnp"),
+    "relocal PnP with DSAC++ soft-inlier scoring": ({"extractor": "xfeat"}, {"solver": {"pnp_scoring": "soft_inlier"}}, "pnp"),
     # relative poses (essential matrix per retrieved keyframe, scale from its depth) combined three ways
     "relative: ExReNet triangulation+RANSAC": ({"extractor": "xfeat"}, {"inference": {
         "method": "xfeat_relative", "num_references": 5}, "solver": {"fusion": "exrenet"}}, "pnp"),

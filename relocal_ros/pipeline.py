@@ -15,6 +15,7 @@ from relocal_ros.matching.matchers import make_matcher
 from relocal_ros.retrieval.index import select_diverse
 from relocal_ros.solver.pnp import pose_covariance, solve_pnp_ransac
 from relocal_ros.solver.relative import FUSIONS, fuse
+from relocal_ros.solver.soft_ransac import solve_pnp_soft_inlier
 from relocal_ros.solver.two_view import relative_pose_hypothesis
 
 # xfeat_pnp: matches lifted with keyframe depth -> PnP-RANSAC (the default, most accurate here).
@@ -45,6 +46,7 @@ _DEFAULT_CONF = {
         "map_sigma_m": 0.01,
         "map_sigma_deg": 1.0,
         "max_position_std": 0.25,     # refuse when the covariance says the position is this uncertain (m)
+        "pnp_scoring": "ransac",      # "ransac" (poselib LO-RANSAC) or "soft_inlier" (DSAC++ Eq. 5, solver/soft_ransac.py)
         "fusion": "exrenet",          # relative-pose methods: "exrenet", "irls" or "rrpr" (solver/relative.py)
         "min_relative_inliers": 2,    # relative-pose methods: refuse when fewer keyframes agree
     },
@@ -141,6 +143,8 @@ class InferenceEngine:
 class PoseSolver:
     def __init__(self, conf: dict | None = None):
         self.conf = merge_conf(_DEFAULT_CONF["solver"], conf)
+        if self.conf["pnp_scoring"] not in ("ransac", "soft_inlier"):
+            raise ValueError(f"unknown pnp_scoring {self.conf['pnp_scoring']!r}; choose 'ransac' or 'soft_inlier'")
         if self.conf["fusion"] not in FUSIONS:
             raise ValueError(f"unknown fusion {self.conf['fusion']!r}; choose one of {FUSIONS}")
 
@@ -157,7 +161,12 @@ class PoseSolver:
         if n < c["min_inliers"]:
             est.reason = f"{n} correspondences < min_inliers {c['min_inliers']}"
             return est
-        res = solve_pnp_ransac(ev.image_points, ev.map_points, ev.intrinsics, c["max_reproj_error"], c["max_iterations"])
+        if c["pnp_scoring"] == "soft_inlier":
+            res, soft = solve_pnp_soft_inlier(ev.image_points, ev.map_points, ev.intrinsics, c["max_reproj_error"])
+            est.timings["soft_inliers"] = soft
+        else:
+            res = solve_pnp_ransac(ev.image_points, ev.map_points, ev.intrinsics, c["max_reproj_error"],
+                                   c["max_iterations"])
         est.inliers = res.num_inliers
         est.inlier_ratio = res.num_inliers / n
         est.timings["solve"] = time.perf_counter() - t0

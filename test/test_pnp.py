@@ -86,3 +86,19 @@ def test_covariance_accounts_for_depth_noise_of_map_points():
     pixel_only = np.trace(pose_covariance(T, uv, X_true, INTR, 0.5, depth_noise=None)[:3, :3])
     assert 0.5 < emp / with_depth < 2.0, (emp, with_depth)
     assert emp / pixel_only > 2.0
+
+
+def test_soft_inlier_scoring_recovers_the_pose_with_half_outliers():
+    from relocal_ros.solver.soft_ransac import soft_inlier_score, solve_pnp_soft_inlier
+    T, uv, X = _scene(400, 5)
+    rng = np.random.default_rng(5)
+    uv_noisy = uv + rng.normal(0, 0.5, uv.shape)
+    uv_noisy[:200] = rng.uniform([0, 0], [640, 480], (200, 2))  # half outliers
+    res, score = solve_pnp_soft_inlier(uv_noisy, X, INTR, tau=4.0)
+    dt, dr = pose_error(res.T_map_cam, T)
+    assert dt < 0.02 and dr < 0.3
+    assert res.inliers[200:].mean() > 0.95 and res.inliers[:200].mean() < 0.05
+    assert 150 < score < 230   # about the 200 true correspondences, counted softly (P3P from noisy points)
+    # the soft count is a smooth version of the hard one: half a point at the threshold
+    assert abs(soft_inlier_score(np.array([4.0]), 4.0, 0.5) - 0.5) < 1e-12
+    assert solve_pnp_soft_inlier(uv[:3], X[:3], INTR)[0].T_map_cam is None

@@ -30,6 +30,8 @@ class PoseSolverNode(Node):
             "min_inlier_ratio": declare(self, "min_inlier_ratio", 0.2, "refuse below this inlier ratio", 0.0, 1.0),
             "max_reproj_error": declare(self, "max_reproj_error", 4.0, "RANSAC inlier threshold (px)", 0.5, 50.0),
             "max_position_std": declare(self, "max_position_std", 0.25, "refuse above this position std (m)", 0.001, 10.0),
+            "pnp_scoring": declare(self, "pnp_scoring", "ransac", "PnP hypothesis scoring: ransac (poselib) or "
+                                   "soft_inlier (DSAC++)"),
             "fusion": declare(self, "fusion", "exrenet", "relative-pose methods: exrenet, irls or rrpr"),
             "min_relative_inliers": declare(self, "min_relative_inliers", 2, "relative-pose methods: refuse when "
                                             "fewer keyframes agree", 1, 20),
