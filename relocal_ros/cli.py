@@ -16,7 +16,7 @@ def _cmd_build_map(a) -> int:
     from relocal_ros.data.sources import open_source
     from relocal_ros.mapping.builder import build_map
     conf = {"extractor": a.extractor, "min_translation": a.min_translation, "min_rotation_deg": a.min_rotation,
-            "pose_sigma": a.pose_sigma}
+            "pose_sigma": a.pose_sigma, "global_descriptor": a.global_descriptor}
     kmap = build_map(open_source(a.source), conf, progress=not a.quiet)
     version = kmap.save(a.out)
     print(f"map: {len(kmap)} keyframes -> {version}")
@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--extractor", default="xfeat", choices=["xfeat", "sift"])
     s.add_argument("--min-translation", type=float, default=0.05, help="keyframe spacing in metres")
     s.add_argument("--min-rotation", type=float, default=5.0, help="keyframe spacing in degrees")
+    s.add_argument("--global-descriptor", default="xfeat_vlad", choices=["xfeat_vlad", "netvlad", "densevlad"],
+                   help="retrieval descriptor (default xfeat_vlad: VLAD of the XFeat features; see bench_retrieval)")
     s.add_argument("--pose-sigma", type=float, nargs=2, metavar=("M", "DEG"), default=None,
                    help="accuracy of the source's poses, kept in the map as the covariance floor for map error "
                         "(default: what the source states, e.g. exact for `relocal synth` scenes, else 0.01 m 1 deg)")

@@ -7,6 +7,7 @@ import pickle
 import random
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -53,22 +54,33 @@ class DepthProbe(Probe):
         self.stamp += 1
         return self.stamp
 
-    def send(self, rgb_msg, depth_msg=None, info=None, frame=None, settle=2.5):
-        """Publish one frame (colour + aligned depth + camera_info, same stamp), wait, return the new poses."""
+    def send(self, rgb_msg, depth_msg=None, info=None, frame=None, expect="pose", timeout=20.0):
+        """Publish one frame (colour + aligned depth + camera_info, same stamp) and wait until it was handled:
+        expect="pose" waits for its pose, expect=<diagnostics key> for that counter to rise (the counters are
+        read after one /diagnostics period, so earlier frames are already in them); then one more second for
+        anything else it caused. Returns the new poses."""
         frame = frame or query_frames(1)[0]
         sec = self.next_stamp()
         info = info if info is not None else camera_info_msg(frame.intrinsics)
         if depth_msg is None:
             depth_msg = numpy_to_image_msg((frame.depth * 1000).astype(np.uint16), "16UC1")
         n = len(self.poses)
+        self.spin(1.2)
+        before = self.counter(expect) if expect != "pose" else 0
         for m in (info, depth_msg, rgb_msg):
             m.header.stamp.sec, m.header.stamp.nanosec = sec, 0
             m.header.frame_id = "camera_color_optical_frame"
         self.info.publish(info)
+        self.spin(0.3)  # camera_info is latched per topic, not paired by stamp: let it land before its image
         self.depth.publish(depth_msg)
         self.spin(0.05)
         self.img.publish(rgb_msg)
-        self.spin(settle)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            self.spin(0.1)
+            if (len(self.poses) > n) if expect == "pose" else (self.counter(expect) > before):
+                break
+        self.spin(1.0)
         return self.poses[n:]
 
     def counter(self, key):
@@ -108,27 +120,28 @@ def test_wrong_step_is_refused(probe, depth_graph):
     before = probe.counter("bad_input")
     m = rgb_msg()
     m.step = m.width * 3 + 64  # claims padding the data does not have
-    assert_refused(probe, depth_graph, probe.send(m), before=before, text="step")
+    assert_refused(probe, depth_graph, probe.send(m, expect="bad_input"), before=before, text="step")
 
 
 def test_data_shorter_than_the_size_is_refused(probe, depth_graph):
     before = probe.counter("bad_input")
     m = rgb_msg()
     m.data = array.array("B", bytes(m.data)[: len(m.data) // 2])
-    assert_refused(probe, depth_graph, probe.send(m), before=before)
+    assert_refused(probe, depth_graph, probe.send(m, expect="bad_input"), before=before)
 
 
 def test_empty_image_is_refused(probe, depth_graph):
     from sensor_msgs.msg import Image
     before = probe.counter("bad_input")
     m = Image(height=0, width=0, encoding="rgb8", step=0)
-    assert_refused(probe, depth_graph, probe.send(m), before=before)
+    assert_refused(probe, depth_graph, probe.send(m, expect="bad_input"), before=before)
 
 
 def test_depth_not_aligned_to_colour_is_refused(probe, depth_graph):
     before = probe.counter("bad_input")
     small = numpy_to_image_msg(np.full((240, 320), 2000, np.uint16), "16UC1")
-    assert_refused(probe, depth_graph, probe.send(rgb_msg(), small), before=before, text="not aligned")
+    assert_refused(probe, depth_graph, probe.send(rgb_msg(), small, expect="bad_input"), before=before,
+                   text="not aligned")
 
 
 @pytest.mark.parametrize("value", [np.nan, np.inf, 0.0])
@@ -136,7 +149,7 @@ def test_nan_inf_zero_depth_never_gives_a_wrong_pose(probe, depth_graph, value):
     f = query_frames(1)[0]
     depth = numpy_to_image_msg(np.full(f.depth.shape, value, np.float32), "32FC1")
     errors = probe.counter("internal_errors")
-    poses = probe.send(rgb_msg(f), depth, frame=f)
+    poses = probe.send(rgb_msg(f), depth, frame=f, timeout=8.0)
     for p in poses:  # the query's depth is not needed to localize: a pose may come, and then it must be right
         dt, dr = pose_error(T_from_pose_msg(p.pose.pose), f.pose)
         assert dt < 0.03 and dr < 1.0
@@ -147,13 +160,14 @@ def test_zero_camera_info_is_refused(probe, depth_graph):
     before = probe.counter("bad_input")
     info = camera_info_msg(ps.INTR)
     info.k = [0.0] * 9
-    assert_refused(probe, depth_graph, probe.send(rgb_msg(), info=info), before=before, text="intrinsics")
+    assert_refused(probe, depth_graph, probe.send(rgb_msg(), info=info, expect="bad_input"), before=before,
+                   text="intrinsics")
 
 
 def test_camera_info_of_another_size_is_refused(probe, depth_graph):
     before = probe.counter("refused")
     info = camera_info_msg(Intrinsics(400, 400, 159.5, 119.5, 320, 240))
-    assert_refused(probe, depth_graph, probe.send(rgb_msg(), info=info), key="refused", before=before,
+    assert_refused(probe, depth_graph, probe.send(rgb_msg(), info=info, expect="refused"), key="refused", before=before,
                    text="camera_info is for 320x240")
 
 
@@ -162,11 +176,10 @@ def test_duplicated_and_out_of_order_stamps_give_no_second_pose(probe, depth_gra
     assert len(probe.send(rgb_msg(f), frame=f)) == 1
     before = probe.counter("stale_or_duplicate_stamps")
     probe.stamp -= 1                                   # the same stamp again
-    assert probe.send(rgb_msg(f), frame=f) == []
+    assert probe.send(rgb_msg(f), frame=f, expect="stale_or_duplicate_stamps") == []
     probe.stamp -= 1                                   # wait: one second older than the last one handed out
     # (a jump of more than one second back is a clock reset, handled as a bag loop, see test_faults)
-    m = rgb_msg(f)
-    assert probe.send(m, frame=f) == []
+    assert probe.send(rgb_msg(f), frame=f, expect="stale_or_duplicate_stamps") == []
     assert probe.counter("stale_or_duplicate_stamps") >= before + 2
     assert all(depth_graph.alive().values())
 
@@ -175,7 +188,7 @@ def test_place_not_in_the_map_is_refused(probe, depth_graph):
     before = probe.counter("refused")
     rng = np.random.default_rng(0)
     noise = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
-    poses = probe.send(numpy_to_image_msg(noise, "rgb8"))
+    poses = probe.send(numpy_to_image_msg(noise, "rgb8"), timeout=8.0)
     assert poses == [] and all(depth_graph.alive().values())
     solver = next((v for k, v in probe.diag.items() if k.startswith("pose_solver")), ({}, ""))[0]
     assert probe.counter("refused") > before or int(solver.get("refused", 0)) >= 1

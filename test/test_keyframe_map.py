@@ -7,6 +7,7 @@ import pytest
 
 import planar_scene as ps
 from relocal_ros.mapping.builder import build_map
+from relocal_ros.geometry.poses import pose_error
 from relocal_ros.mapping.keyframe_map import KeyframeMap, KeyframeSelector, MapFormatError
 
 
@@ -94,3 +95,18 @@ def test_keyframe_selector_thresholds():
     assert not sel.should_add(ps.pose(0.05, 0, 3))
     assert sel.should_add(ps.pose(0.2, 0))
     assert sel.should_add(ps.pose(0.05, 0, 15))
+
+
+@pytest.mark.parametrize("name", ["netvlad", "densevlad"])
+def test_map_with_a_learned_global_descriptor_round_trips_and_retrieves(tmp_path, name):
+    from relocal_ros.pipeline import Relocalizer
+    kmap = build_map(ps.map_frames(), {"vocabulary": "map", "vocabulary_words": 16, "global_descriptor": name},
+                     progress=False)
+    assert kmap.index.dim == kmap._global.dim and len(kmap.index) == len(kmap) * len(kmap.rotations)
+    kmap.save(tmp_path / "m")
+    back = KeyframeMap.load(tmp_path / "m")
+    assert back.global_descriptor == name
+    np.testing.assert_allclose(back.keyframes[3].global_descriptors, kmap.keyframes[3].global_descriptors)
+    q = ps.query_frames()[0]
+    est = Relocalizer(back).localize(q)
+    assert est.accepted and pose_error(est.T_map_cam, q.pose)[0] < 0.03

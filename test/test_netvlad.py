@@ -14,7 +14,6 @@ from relocal_ros.data.synth import generate_scene
 from relocal_ros.data.synth.overlap import frustum_overlap
 from relocal_ros.retrieval.netvlad import DEFAULT_WEIGHTS, NetVladDescriptor, NetVladHead, load_head_weights
 
-torch.set_num_threads(1)
 needs_weights = pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="models/netvlad_xfeat_k32.pt not shipped")
 
 

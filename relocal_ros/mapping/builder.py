@@ -23,7 +23,8 @@ DEFAULT_BUILD_CONF = {
     # accuracy of the source's poses (m, deg), kept in the map: the solver's covariance floor for map error.
     # None: what the source states (synthetic scenes: exact), else the solver's default (real sensors)
     "pose_sigma": None,
-    "vocabulary": "auto",      # "auto": shipped vocabulary when present, else learned from this map; or "map", or a .npy path
+    "vocabulary": "auto",
+    "global_descriptor": "xfeat_vlad",  # retrieval descriptor: xfeat_vlad, netvlad, densevlad (KeyframeMap)      # "auto": shipped vocabulary when present, else learned from this map; or "map", or a .npy path
 }
 
 
@@ -61,11 +62,15 @@ def build_map(source, conf: dict | None = None, progress: bool = True) -> Keyfra
         vocab_source = Path(vocab_choice).name
 
     kmap = KeyframeMap(vocabulary, conf["extractor"], extractor.conf,
-                       metadata={"vocabulary": vocab_source, "source_frames": len(source)}, rotations=conf["rotations"])
+                       metadata={"vocabulary": vocab_source, "source_frames": len(source)}, rotations=conf["rotations"],
+                       global_descriptor=conf["global_descriptor"])
     pose_sigma = conf["pose_sigma"] if conf["pose_sigma"] is not None else getattr(source, "pose_sigma", None)
     if pose_sigma is not None:
         kmap.metadata["pose_sigma_m"], kmap.metadata["pose_sigma_deg"] = (float(v) for v in pose_sigma)
     vlad = VladAggregator(vocabulary)
     for i, per_rotation in tqdm(list(zip(selected, features)), desc="indexing", unit="kf", disable=not progress):
-        kmap._append(source[i], per_rotation, np.stack([vlad(f.descriptors) for f in per_rotation]))
+        frame = source[i]
+        gdescs = (np.stack([vlad(f.descriptors) for f in per_rotation]) if kmap.global_descriptor == "xfeat_vlad"
+                  else kmap.global_descriptors(frame.rgb, per_rotation))
+        kmap._append(frame, per_rotation, gdescs)
     return kmap

@@ -80,6 +80,15 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def rotate_image(rgb: np.ndarray, angle_deg: float) -> np.ndarray:
+    """The image turned in-plane about its centre, same size (corners cut): what a global descriptor sees."""
+    if angle_deg == 0:
+        return rgb
+    h, w = rgb.shape[:2]
+    A = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle_deg, 1.0)
+    return cv2.warpAffine(rgb, A, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
 def lift_keypoints(features: LocalFeatures, depth: np.ndarray | None, intr: Intrinsics, T_map_cam: np.ndarray) -> np.ndarray:
     """Map-frame 3D points of keypoints from the aligned depth image (NaN where depth is missing or unreliable)."""
     n = len(features)
@@ -106,14 +115,25 @@ def lift_keypoints(features: LocalFeatures, depth: np.ndarray | None, intr: Intr
 
 class KeyframeMap:
     def __init__(self, vocabulary: np.ndarray, extractor: str = "xfeat", extractor_conf: dict | None = None,
-                 metadata: dict | None = None, rotations=(0.0,)):
+                 metadata: dict | None = None, rotations=(0.0,), global_descriptor: str = "xfeat_vlad",
+                 global_conf: dict | None = None):
+        """global_descriptor: the retrieval descriptor of keyframes and queries — "xfeat_vlad" (VLAD over the
+        local features with `vocabulary`, the default: it costs nothing beyond the features) or an image
+        descriptor of retrieval/global_descriptors.py ("netvlad", "densevlad", "raw_pixels")."""
         self.vocabulary = np.asarray(vocabulary, np.float32)
+        self.global_descriptor = global_descriptor
+        self.global_conf = dict(global_conf or {})
+        self._global = None
+        if global_descriptor != "xfeat_vlad":
+            from relocal_ros.retrieval.global_descriptors import make_global_descriptor
+            self._global = make_global_descriptor(global_descriptor, self.global_conf)
         self.rotations = tuple(float(r) for r in rotations)
         self.extractor = extractor
         self.extractor_conf = {**DEFAULT_CONFS.get(extractor, {}), **(extractor_conf or {})}
         self.metadata = dict(metadata or {})
         self.keyframes: list[Keyframe] = []
-        self.index = KeyframeIndex(self.vocabulary.shape[0] * self.vocabulary.shape[1])
+        self.index = KeyframeIndex(self._global.dim if self._global is not None
+                                   else self.vocabulary.shape[0] * self.vocabulary.shape[1])
         self._encoder = None
         self.version = ""  # name of the on-disk version this map was loaded from or last saved as
 
@@ -122,7 +142,7 @@ class KeyframeMap:
     def encoder(self):
         if self._encoder is None:
             from relocal_ros.retrieval.encoder import FrameEncoder
-            self._encoder = FrameEncoder(self.extractor, self.extractor_conf, self.vocabulary)
+            self._encoder = FrameEncoder(self.extractor, self.extractor_conf, self.vocabulary, self._global)
         return self._encoder
 
     @property
@@ -136,7 +156,13 @@ class KeyframeMap:
         """Local features at every stored rotation (keypoints in the image's own frame) and one global
         descriptor per rotation."""
         per_rotation = [self.encoder.extractor.extract_rotated(rgb, a) for a in self.rotations]
-        return per_rotation, np.stack([self.encoder.vlad(f.descriptors) for f in per_rotation])
+        return per_rotation, self.global_descriptors(rgb, per_rotation)
+
+    def global_descriptors(self, rgb: np.ndarray, per_rotation: list[LocalFeatures]) -> np.ndarray:
+        """One retrieval descriptor per stored rotation (a rolled query then finds the keyframe's matching turn)."""
+        if self._global is None:
+            return np.stack([self.encoder.vlad(f.descriptors) for f in per_rotation])
+        return np.stack([self._global(rotate_image(rgb, a)) for a in self.rotations])
 
     def add_keyframe(self, frame: RGBDFrame) -> int:
         """Encode once (features, 3D points, global descriptors) and index; returns the keyframe id."""
@@ -230,6 +256,8 @@ class KeyframeMap:
             "extractor": self.extractor,
             "extractor_conf": self.extractor_conf,
             "rotations": list(self.rotations),
+            "global_descriptor": self.global_descriptor,
+            "global_conf": self.global_conf,
             "metadata": self.metadata,
             "keyframes": [{"id": kf.id, "stamp": kf.stamp, "intrinsics": kf.intrinsics.to_dict()} for kf in kfs],
             "checksums": {name: _sha256(d / name) for name in ("arrays.npz", "index.faiss")},
@@ -263,7 +291,8 @@ class KeyframeMap:
             with np.load(version / "arrays.npz", allow_pickle=False) as z:
                 a = {k: z[k] for k in z.files}
             m = cls(a["vocabulary"], manifest["extractor"], manifest["extractor_conf"], manifest.get("metadata"),
-                    manifest["rotations"])
+                    manifest["rotations"], manifest.get("global_descriptor", "xfeat_vlad"),
+                    manifest.get("global_conf"))
             offsets = np.concatenate([[0], np.cumsum(a["feature_counts"])])
             for i, meta in enumerate(manifest["keyframes"]):
                 s = slice(offsets[i], offsets[i + 1])

@@ -44,7 +44,7 @@ class InferenceNode(Node):
         self.create_subscription(Image, color, self._on_color, qos)
         if self.use_depth:
             self.create_subscription(Image, depth, lambda m: self.sync.add_depth(stamp_ns(m.header.stamp), m), qos)
-        self.create_subscription(CameraInfo, info, self.sync.set_camera_info, qos)
+        self.create_subscription(CameraInfo, info, self._on_camera_info, qos)
         self.create_subscription(String, "relocalization/map_updated", self._on_map_updated, LATCHED_QOS)
         self.worker = LatestFrameWorker(self, self.sync, self._process, self.diag, "image")
 
@@ -79,6 +79,11 @@ class InferenceNode(Node):
         if path.strip() and (current is None or current.version != version.strip() or path.strip() != self.map_path):
             self.map_path = path.strip()
             threading.Thread(target=self._load_map, args=(path,), daemon=True).start()
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        self.sync.set_camera_info(msg)
+        if self.diag.problem.startswith("no camera_info"):
+            self.diag.problem = "" if self.engine is not None else "no map loaded"
 
     def _on_color(self, msg: Image) -> None:
         self.sync.add_color(stamp_ns(msg.header.stamp), msg)

@@ -36,6 +36,8 @@ class KeyframeIndexerNode(Node):
         self.autosave = declare(self, "autosave_keyframes", 50, "save after this many new keyframes (0: never)", 0, 100000)
         self.bootstrap = declare(self, "bootstrap_keyframes", 20, "keyframes to learn a vocabulary from when a "
                                  "new map has none", 2, 10000)
+        self.global_descriptor = declare(self, "global_descriptor", "xfeat_vlad", "retrieval descriptor of a new "
+                                         "map: xfeat_vlad, netvlad or densevlad")
         color = declare(self, "color_topic", "/camera/camera/color/image_raw", "colour image topic")
         depth = declare(self, "depth_topic", "/camera/camera/aligned_depth_to_color/image_raw", "aligned depth topic")
         info = declare(self, "camera_info_topic", "/camera/camera/color/camera_info", "camera_info topic")
@@ -159,7 +161,8 @@ class KeyframeIndexerNode(Node):
         if len(self._pending_bootstrap) < self.bootstrap:
             return
         self.map = build_map(self._pending_bootstrap, {"min_translation": 0.0, "min_rotation_deg": 0.0,
-                                                       "vocabulary_words": 32}, progress=False)
+                                                       "vocabulary_words": 32,
+                                                       "global_descriptor": self.global_descriptor}, progress=False)
         self._since_save = len(self.map)
         self._pending_bootstrap = []
         self.get_logger().info(f"vocabulary learned from the first {len(self.map)} keyframes")

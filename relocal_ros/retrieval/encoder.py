@@ -9,10 +9,12 @@ from relocal_ros.retrieval.vlad import VladAggregator
 
 
 class FrameEncoder:
-    def __init__(self, extractor: str, extractor_conf: dict, vocabulary: np.ndarray):
+    def __init__(self, extractor: str, extractor_conf: dict, vocabulary: np.ndarray, global_descriptor=None):
+        """global_descriptor: an image -> vector callable (NetVLAD, DenseVLAD); None: VLAD of the local features."""
         self.extractor_name = extractor
         self.extractor = make_extractor(extractor, extractor_conf)
         self.vlad = VladAggregator(vocabulary)
+        self.global_descriptor = global_descriptor
 
     def warm_up(self, width: int, height: int) -> None:
         """Build what is built lazily per image size (ONNX Runtime sessions) before the first real query."""
@@ -20,4 +22,6 @@ class FrameEncoder:
 
     def __call__(self, rgb: np.ndarray) -> tuple[LocalFeatures, np.ndarray]:
         feats = self.extractor(rgb)
+        if self.global_descriptor is not None:
+            return feats, self.global_descriptor(rgb)
         return feats, self.vlad(feats.descriptors)

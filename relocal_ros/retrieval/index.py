@@ -54,3 +54,71 @@ def select_diverse(candidates: np.ndarray, centres: np.ndarray, k: int, min_dist
         if len(chosen) == k:
             break
     return chosen
+
+
+def faiss_has_gpu() -> bool:
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+IVF_PQ_MAX_DIM = 512  # above: a random orthogonal projection to REDUCED_DIM dims first (see ivf_pq_factory)
+REDUCED_DIM = 256
+
+
+def ivf_pq_layout(dim: int, n_expected: int) -> tuple[int, int]:
+    """(nlist, m) for an IVF-PQ index of n_expected vectors of `dim` dims (after any reduction): about 4 sqrt(n)
+    inverted lists (a power of two, 16 to 65536, and no more than n / 39 so that the coarse k-means has FAISS's 39
+    training points per list) and m = the most sub-quantizers (64, 32, 16, 8, 4, 2, 1) that divide dim with at least
+    8 dims each, i.e. m bytes per code."""
+    n = max(int(n_expected), 1)
+    nlist = int(2 ** np.clip(np.round(np.log2(4 * np.sqrt(n))), 4, 16))
+    while nlist > 16 and nlist * 39 > n:
+        nlist //= 2
+    m = next(m for m in (64, 32, 16, 8, 4, 2, 1) if (dim % m == 0 and dim // m >= 8) or m == 1)
+    return nlist, m
+
+
+def ivf_pq_factory(dim: int, n_expected: int) -> str:
+    """faiss.index_factory string of the large-map index. Descriptors of more than IVF_PQ_MAX_DIM dims (the 4096-d
+    XFeat VLAD) are first mapped by a random orthogonal projection to 256 dims ("RR256": data-independent, no
+    training, no centring, so inner products are kept up to Johnson-Lindenstrauss noise) and re-normalised
+    ("L2norm": FAISS trains the coarse quantizer of an inner-product IVF with spherical k-means, i.e. unit centroids;
+    vectors shrunk to |x| ~ 0.25 by the projection would leave residuals dominated by the centroid, and recall@1 on
+    random data drops to 0.13). Without the projection, 8-bit PQ on 4096 dims would spend a byte on 64 dims and
+    lose the neighbours (bench/bench_index_scale.py)."""
+    prefix = ""
+    if dim > IVF_PQ_MAX_DIM:
+        prefix, dim = f"RR{REDUCED_DIM},L2norm,", REDUCED_DIM
+    nlist, m = ivf_pq_layout(dim, n_expected)
+    return f"{prefix}IVF{nlist},PQ{m}"
+
+
+def make_faiss_index(dim: int, n_expected: int, *, ivf_pq_above: int = 50_000, use_gpu="auto", nprobe: int = 16):
+    """A FAISS inner-product index for n_expected L2-normalised descriptors of `dim` dims.
+
+    n_expected <= ivf_pq_above: exact IndexFlatIP (ready to use; 4 * dim bytes per vector).
+    Above: "IVF{nlist},PQ{m}" with METRIC_INNER_PRODUCT (see ivf_pq_layout; m bytes per vector + 8 for the id;
+    "RR256,L2norm," in front for dim > 512, see ivf_pq_factory; scores are inner products of the PQ codes),
+    searched with `nprobe` lists. It is returned UNTRAINED (index.is_trained is False): call index.train(x) once with
+    a representative float32 sample before index.add — at least 39 * nlist vectors for the coarse k-means (FAISS warns
+    below that) and never fewer than max(nlist, 256); a sample of 50-100 x nlist vectors is plenty.
+    use_gpu: "auto" moves the index to every GPU (faiss.index_cpu_to_all_gpus) when this faiss build has GPU support
+    and sees a GPU, True requires that (RuntimeError otherwise), False keeps it on the CPU. If the GPU cannot hold
+    this layout (e.g. an unsupported sub-quantizer size) "auto" falls back to the CPU index."""
+    if dim <= 0 or n_expected < 0:
+        raise ValueError(f"bad index size: dim {dim}, n_expected {n_expected}")
+    if n_expected <= ivf_pq_above:
+        index = faiss.IndexFlatIP(dim)
+    else:
+        index = faiss.index_factory(dim, ivf_pq_factory(dim, n_expected), faiss.METRIC_INNER_PRODUCT)
+        ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
+        ivf.nprobe = int(nprobe)
+        ivf.do_polysemous_training = False  # on by default; only serves Hamming pre-filtering, and costs minutes
+    if use_gpu is True and not faiss_has_gpu():
+        raise RuntimeError("use_gpu=True but this faiss build has no GPU support or sees no GPU")
+    if use_gpu in (True, "auto") and faiss_has_gpu():
+        try:
+            return faiss.index_cpu_to_all_gpus(index)
+        except RuntimeError:
+            if use_gpu is True:
+                raise
+    return index
