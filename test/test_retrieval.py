@@ -144,3 +144,21 @@ def test_make_faiss_index_small_is_flat_large_is_ivfpq_and_finds_noisy_copies():
     Q /= np.linalg.norm(Q, axis=1, keepdims=True)
     _, top = index.search(Q, 1)
     assert np.mean(top[:, 0] == src) > 0.8
+
+
+def test_keyframe_index_switches_to_ivf_pq_for_large_maps_and_finds_late_additions():
+    from relocal_ros.retrieval.index import KeyframeIndex
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(12_000, 64)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    idx = KeyframeIndex(64, ivf_pq_above=5_000)
+    for i in range(0, 11_000, 1000):
+        idx.add(x[i:i + 1000], owner=0)
+    idx.owners = np.arange(11_000)  # one entry per keyframe here
+    hits = sum(idx.search(x[i] + 0.05 * rng.normal(size=64).astype(np.float32), 1)[1][0] == i
+               for i in rng.choice(11_000, 200, replace=False))
+    assert idx._fast is not None and faiss.downcast_index(faiss.extract_index_ivf(idx._fast[0])).ntotal == 11_000
+    assert hits >= 180
+    idx.add(x[11_000:11_500], owner=0)  # +4.5 %: no rebuild, the new entries are searched exactly
+    idx.owners = np.arange(11_500)
+    assert idx.search(x[11_200], 1)[1][0] == 11_200 and idx._fast[1] == 11_000

@@ -6,14 +6,19 @@ import numpy as np
 
 
 class KeyframeIndex:
-    """Inner-product search over L2-normalised descriptors (cosine similarity). Exact (flat) search: at the map
-    sizes a robot carries (≤ 10^4 keyframes of 4096-d VLAD) it takes about a millisecond. A keyframe may own
-    several entries (one per stored in-plane rotation); search answers keyframe ids, best first, each once."""
+    """Inner-product search over L2-normalised descriptors (cosine similarity). The exact flat index is the record
+    (persisted with the map); at the map sizes a robot carries (≤ 10^4 keyframes) searching it takes about a
+    millisecond. Above `ivf_pq_above` entries searches go to an IVF-PQ copy (make_faiss_index; on the GPU when
+    faiss-gpu sees one), trained on the entries when first needed and rebuilt when the map has grown by a tenth;
+    entries added since are searched exactly and merged. A keyframe may own several entries (one per stored
+    in-plane rotation); search answers keyframe ids, best first, each once."""
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, ivf_pq_above: int = 50_000):
         self.dim = dim
         self.index = faiss.IndexFlatIP(dim)
         self.owners = np.zeros(0, np.int64)
+        self.ivf_pq_above = ivf_pq_above
+        self._fast = None        # (IVF-PQ index, number of leading entries it holds)
 
     def __len__(self) -> int:
         return self.index.ntotal
@@ -29,13 +34,37 @@ class KeyframeIndex:
         if len(self) == 0:
             return np.zeros(0), np.zeros(0, int)
         n_rot = max(1, len(self.owners) // max(1, len(np.unique(self.owners))))
-        sims, ids = self.index.search(np.ascontiguousarray(descriptor[None], dtype=np.float32),
-                                      min(k * n_rot, len(self)))
+        q = np.ascontiguousarray(descriptor[None], dtype=np.float32)
+        sims, ids = self._search_entries(q, min(k * n_rot, len(self)))
         keep = ids[0] >= 0
         owners = self.owners[ids[0][keep]]
         _, first = np.unique(owners, return_index=True)
         first = np.sort(first)[:k]
         return sims[0][keep][first], owners[first]
+
+
+    def _search_entries(self, q: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
+        n = len(self)
+        if n <= self.ivf_pq_above:
+            return self.index.search(q, kk)
+        if self._fast is None or n > 1.1 * self._fast[1]:
+            fast = make_faiss_index(self.dim, n, ivf_pq_above=self.ivf_pq_above)
+            x = self.index.reconstruct_n(0, n)
+            rng = np.random.default_rng(0)
+            fast.train(x[rng.choice(n, min(n, 200_000), replace=False)])
+            fast.add(x)
+            self._fast = (fast, n)
+        fast, n_fast = self._fast
+        sims, ids = fast.search(q, kk)
+        if n > n_fast:  # entries added since the build: exact, then merged by score
+            tail = self.index.reconstruct_n(n_fast, n - n_fast)
+            ts = tail @ q[0]
+            order = np.argsort(-ts)[:kk]
+            sims = np.concatenate([sims[0], ts[order]])[None]
+            ids = np.concatenate([ids[0], order + n_fast])[None]
+            best = np.argsort(-sims[0], kind="stable")[:kk]
+            sims, ids = sims[:, best], ids[:, best]
+        return sims, ids
 
 
 def select_diverse(candidates: np.ndarray, centres: np.ndarray, k: int, min_dist: float = 0.05,
