@@ -43,6 +43,10 @@ def _cmd_localize(a) -> int:
         conf["inference"]["method"] = a.method
     if a.fusion:
         conf["solver"]["fusion"] = a.fusion
+    if a.backend:
+        conf["inference"]["backend"] = a.backend
+    if a.mc_samples is not None:
+        conf["inference"]["mc_samples"] = a.mc_samples
     reloc = Relocalizer.from_map_dir(a.map, conf)
     source = open_source(a.query, with_ground_truth=False)  # never let query ground truth near the estimator
     lines, latencies, refusals = [], [], 0
@@ -97,6 +101,11 @@ def _cmd_split(a) -> int:
     return 0
 
 
+def _methods():
+    from relocal_ros.pipeline import METHODS
+    return METHODS
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="relocal", description="Visual relocalization in a known place (relocal_ros).")
     p.add_argument("-v", "--verbose", action="store_true", help="log every refusal and step")
@@ -120,8 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("map")
     s.add_argument("query")
     s.add_argument("--out", required=True, help="TUM trajectory (timestamp tx ty tz qx qy qz qw, camera-to-map)")
-    s.add_argument("--method", default=None, help="localization method: xfeat_pnp (default, the best measured) or "
-                   "xfeat_relative (relative poses to the retrieved keyframes)")
+    s.add_argument("--method", default=None, choices=list(_methods()),
+                   help="xfeat_pnp (default, the best measured); xfeat_relative (essential-matrix relative poses to "
+                   "the retrieved keyframes); exrenet (ExReNet relative pose regression); sanet (scene-agnostic "
+                   "scene coordinates); dsacpp (per-map scene coordinates, after `relocal train-scene MAP`)")
+    s.add_argument("--backend", default=None, choices=["auto", "onnxruntime", "tensorrt", "torch"],
+                   help="runtime of the learned methods (default auto: TensorRT > torch CUDA > ONNX Runtime CPU)")
+    s.add_argument("--mc-samples", type=int, default=None, help="exrenet: MC-dropout samples per keyframe (100)")
     s.add_argument("--fusion", default=None, choices=["exrenet", "irls", "rrpr"],
                    help="how relative poses are combined (relative-pose methods; default exrenet)")
     s.add_argument("--config", default=None, help="YAML with 'inference' and 'solver' overrides")

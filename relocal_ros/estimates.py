@@ -15,8 +15,8 @@ class RelativePoseHypothesis:
     T_map_kf: np.ndarray            # keyframe camera-to-map
     T_kf_query: np.ndarray          # query camera in the keyframe camera frame
     scale: float = float("nan")     # metres; NaN when the network gives only a direction
-    uncertainty: float = float("nan")
-    translation_samples: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    uncertainty: float = float("nan")   # MC-dropout angular sd of the translation direction (deg); NaN: not sampled
+    translation_samples: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))  # MC query centres, kf frame
 
 
 @dataclass

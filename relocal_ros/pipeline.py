@@ -21,7 +21,17 @@ from relocal_ros.solver.two_view import relative_pose_hypothesis
 # xfeat_pnp: matches lifted with keyframe depth -> PnP-RANSAC (the default, most accurate here).
 # xfeat_relative: essential-matrix relative pose per retrieved keyframe, scale from its depth -> the relative-pose
 # solvers (ExReNet triangulation + RANSAC, RelocNet IRLS, RRPR), selected by the solver's "fusion".
-METHODS = ("xfeat_pnp", "xfeat_relative")
+# Learned methods (relocal_ros/networks), imported only when chosen: torch and the ONNX export cost seconds at start.
+# exrenet: ExReNet relative poses -> the same relative-pose solvers as xfeat_relative.
+# sanet, dsacpp: scene coordinates of query pixels -> PnP-RANSAC with DSAC++ soft-inlier scoring.
+LEARNED_METHODS = {
+    "exrenet": ("relocal_ros.networks.relative_pose", "ExrenetMethod"),
+    "sanet": ("relocal_ros.networks.sanet", "SanetMethod"),
+    "dsacpp": ("relocal_ros.networks.dsacpp", "DsacppMethod"),
+}
+METHODS = ("xfeat_pnp", "xfeat_relative", *LEARNED_METHODS)
+RELATIVE_METHODS = ("xfeat_relative", "exrenet")
+SCENE_COORDINATE_METHODS = ("sanet", "dsacpp")
 
 _DEFAULT_CONF = {
     "inference": {
@@ -34,6 +44,11 @@ _DEFAULT_CONF = {
         "min_similarity": 0.80,       # mnn: cosine similarity of mutual nearest neighbours (XFeat)
         "max_ratio": 1.0,             # mnn: Lowe ratio on descriptor distance; < 1 enables it (useful for SIFT)
         "min_confidence": 0.1,        # lighterglue: match confidence
+        # learned methods
+        "backend": "auto",            # onnxruntime (CPU) | tensorrt | torch (CUDA when present) | auto
+        "mc_samples": 100,            # exrenet: MC-dropout samples of the head per keyframe
+        "network_threads": 2,         # CPU threads of the ONNX Runtime sessions
+        "weights": "",                # network weights file; "" = the one shipped in models/
     },
     "solver": {
         "max_reproj_error": 4.0,      # pixels at the query's resolution (RANSAC inlier threshold)
@@ -94,6 +109,20 @@ class InferenceEngine:
             raise ValueError(f"unknown method {self.conf['method']!r}; available: {METHODS}")
         self._centres = keyframe_map.centres()
         self.matcher = make_matcher(self.conf["matcher"], self.conf)
+        self.learned = None
+        if self.conf["method"] in LEARNED_METHODS:
+            import importlib
+            module, cls = LEARNED_METHODS[self.conf["method"]]
+            c = self.conf
+            self.learned = getattr(importlib.import_module(module), cls)(keyframe_map, {
+                "backend": c["backend"], "mc_samples": c["mc_samples"], "threads": c["network_threads"],
+                "weights": c["weights"]})
+
+    def add_keyframe(self, keyframe) -> None:
+        """Keep per-keyframe precomputation (network features, scene pyramids) in step with a growing map."""
+        self._centres = self.map.centres()
+        if self.learned is not None:
+            self.learned.add_keyframe(keyframe)
 
     def infer(self, frame: RGBDFrame) -> QueryEvidence:
         t0 = time.perf_counter()
@@ -112,6 +141,10 @@ class InferenceEngine:
         refs = select_diverse(cand, self._centres, int(c["num_references"]), c["min_reference_distance"],
                               c["max_reference_distance"])
         ev.keyframe_ids = refs
+        if self.learned is not None:
+            self.learned.infer(frame, refs, ev)
+            ev.inference_seconds = time.perf_counter() - t0
+            return ev
         best_sim = np.full(len(feats), -np.inf, np.float32)
         best_X = np.full((len(feats), 3), np.nan, np.float32)
         for kf_id in refs:
@@ -155,13 +188,15 @@ class PoseSolver:
         if ev.refusal:
             est.reason = ev.refusal
             return est
-        if ev.method in ("xfeat_relative", "exrenet"):
+        if ev.method in RELATIVE_METHODS:
             return self._solve_relative(ev, est, t0)
         n = len(ev.image_points)
         if n < c["min_inliers"]:
             est.reason = f"{n} correspondences < min_inliers {c['min_inliers']}"
             return est
-        if c["pnp_scoring"] == "soft_inlier":
+        soft = None
+        # dense scene coordinates are mostly rough: DSAC++ scores hypotheses by their soft inlier count
+        if c["pnp_scoring"] == "soft_inlier" or ev.method in SCENE_COORDINATE_METHODS:
             res, soft = solve_pnp_soft_inlier(ev.image_points, ev.map_points, ev.intrinsics, c["max_reproj_error"])
             est.timings["soft_inliers"] = soft
         else:
@@ -172,6 +207,9 @@ class PoseSolver:
         est.timings["solve"] = time.perf_counter() - t0
         if res.T_map_cam is None or est.inliers < c["min_inliers"]:
             est.reason = f"{est.inliers} inliers of {n} < min_inliers {c['min_inliers']}"
+            return est
+        if soft is not None and soft < c["min_inliers"]:
+            est.reason = f"soft inlier count {soft:.1f} < min_inliers {c['min_inliers']}"
             return est
         if est.inlier_ratio < c["min_inlier_ratio"]:
             est.reason = f"inlier ratio {est.inlier_ratio:.2f} < {c['min_inlier_ratio']}"

@@ -20,7 +20,11 @@ class InferenceNode(Node):
     def __init__(self):
         super().__init__("inference_node")
         self.map_path = declare(self, "map_path", "", "keyframe map directory (relocal build-map output)")
-        self.method = declare(self, "method", "xfeat_pnp", "localization method")
+        self.method = declare(self, "method", "xfeat_pnp", "localization method: xfeat_pnp, xfeat_relative, "
+                              "exrenet, sanet, dsacpp")
+        self.backend = declare(self, "backend", "auto", "runtime of learned methods: auto, onnxruntime, "
+                               "tensorrt, torch")
+        self.mc_samples = declare(self, "mc_samples", 100, "exrenet: MC-dropout samples per keyframe", 0, 1000)
         self.use_depth = declare(self, "use_depth", False, "wait for the aligned depth image of each colour image")
         self.num_references = declare(self, "num_references", 3, "keyframes matched per query", 1, 20)
         self.min_similarity = declare(self, "min_similarity", 0.8, "descriptor similarity of a match", 0.0, 1.0)
@@ -60,10 +64,11 @@ class InferenceNode(Node):
             t0 = time.perf_counter()
             kmap = KeyframeMap.load(path)
             engine = InferenceEngine(kmap, {"method": self.method, "num_references": self.num_references,
-                                            "min_similarity": self.min_similarity})
+                                            "min_similarity": self.min_similarity, "backend": self.backend,
+                                            "mc_samples": self.mc_samples})
             if kmap.intrinsics is not None:  # build the feature network now, not on the first query
                 engine.map.encoder.warm_up(kmap.intrinsics.width, kmap.intrinsics.height)
-        except (ValueError, OSError) as e:  # MapFormatError is a ValueError: keep the previous map
+        except (ValueError, OSError, RuntimeError) as e:  # MapFormatError is a ValueError: keep the previous map
             self.get_logger().error(f"map {path} not loaded, keeping the previous one: {e}")
             self.diag.count("map_load_failures")
             return

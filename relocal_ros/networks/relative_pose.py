@@ -1,0 +1,158 @@
+"""ExReNet at run time: the relative-pose method of the pipeline ("exrenet").
+
+Weights (float16 state dict, torch.load(weights_only=True)) are exported once to ONNX in a cache directory keyed by
+their sha256 and checked against torch there; the encoder and the regressor then run through a backend (ONNX
+Runtime on CPU, TensorRT or torch CUDA on a GPU, backends.py). Keyframe feature maps are computed when the map
+loads (or a keyframe is added), never per query; per query: one encoder pass, one regressor pass over all
+retrieved keyframes as a batch, and the MC-dropout head sampled in numpy."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from relocal_ros.data.frames import RGBDFrame
+from relocal_ros.estimates import QueryEvidence, RelativePoseHypothesis
+from relocal_ros.networks.backends import check_onnx, export_onnx, make_backend
+from relocal_ros.networks.exrenet import (XFEAT_SIZE, ExReNet, canonical_view, load_xfeat_backbone, mc_dropout_head,
+                                          summarize_samples, xfeat_input)
+
+log = logging.getLogger(__name__)
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+DEFAULT_WEIGHTS = MODELS_DIR / "exrenet_synthetic.pt"
+DEFAULT_CONF = {"weights": "", "backend": "auto", "mc_samples": 100, "threads": 2, "seed": 0}
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("RELOCAL_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or
+                                                           os.path.expanduser("~/.cache"), "relocal_ros")
+    return Path(root) / "networks"
+
+
+def load_exrenet(path) -> tuple[ExReNet, dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ExReNet weights {path} not found (train them with scripts/train_exrenet.py)")
+    import pickle
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        model = ExReNet(load_xfeat_backbone())
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ck["state_dict"].items()})
+        info = json.loads(ck.get("info", "{}"))
+    except (KeyError, RuntimeError, ValueError, TypeError, EOFError, pickle.UnpicklingError) as e:
+        raise ValueError(f"{path} is not an ExReNet weights file of this version: {e}") from e
+    return model.eval(), info
+
+
+class _RegressorGraph(torch.nn.Module):
+    def __init__(self, model: ExReNet):
+        super().__init__()
+        self.regressor = model.regressor
+
+    def forward(self, fine_r, coarse_r, fine_q, coarse_q):
+        return self.regressor(fine_r, coarse_r, fine_q, coarse_q)
+
+
+class ExReNetRunner:
+    """encode(image) once per image, predict(keyframe features, query features) -> one RelativePrediction per
+    keyframe."""
+
+    def __init__(self, weights=None, backend: str = "auto", mc_samples: int = 100, threads: int = 2, seed: int = 0):
+        weights = Path(weights or DEFAULT_WEIGHTS)
+        self.model, self.info = load_exrenet(weights)
+        self.mc_samples = int(mc_samples)
+        self.rng = np.random.default_rng(seed)
+        digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+        enc_path, reg_path = self._export(digest)
+        W, H = XFEAT_SIZE
+        self.encoder = make_backend(enc_path, backend, threads, torch_module=self.model.encoder(),
+                                    trt_shapes=None)
+        fine_shape, coarse_shape = self._feature_shapes()
+        self.regressor = make_backend(
+            reg_path, backend, threads, torch_module=_RegressorGraph(self.model),
+            trt_shapes={"fine_r": ((1, *fine_shape), (5, *fine_shape), (16, *fine_shape)),
+                        "coarse_r": ((1, *coarse_shape), (5, *coarse_shape), (16, *coarse_shape)),
+                        "fine_q": ((1, *fine_shape),) * 3, "coarse_q": ((1, *coarse_shape),) * 3})
+        head = self.model.head
+        self._fc = [p.detach().numpy().astype(np.float32) for p in
+                    (head.fc2.weight, head.fc2.bias, head.fc3.weight, head.fc3.bias)]
+        self.backend_name = self.encoder.name
+
+    def _feature_shapes(self):
+        with torch.no_grad():
+            f, c = self.model.encoder()(torch.zeros(1, 3, XFEAT_SIZE[1], XFEAT_SIZE[0]))
+        return tuple(f.shape[1:]), tuple(c.shape[1:])
+
+    def _export(self, digest: str) -> tuple[Path, Path]:
+        """ONNX files of this exact weights file, exported and checked against torch once per machine."""
+        d = cache_dir()
+        enc, reg = d / f"exrenet_encoder_{digest}.onnx", d / f"exrenet_regressor_{digest}.onnx"
+        if enc.is_file() and reg.is_file():
+            return enc, reg
+        W, H = XFEAT_SIZE
+        torch.manual_seed(0)
+        image = {"image": torch.rand(1, 3, H, W)}
+        encoder = self.model.encoder().eval()
+        export_onnx(encoder, image, enc.with_suffix(".check"), ["fine", "coarse"])
+        check_onnx(encoder, enc.with_suffix(".check"), image, atol=1e-3)
+        with torch.no_grad():
+            f, c = encoder(torch.rand(2, 3, H, W))
+        feats = {"fine_r": f[:1].expand(3, -1, -1, -1).contiguous(), "coarse_r": c[:1].expand(3, -1, -1, -1).contiguous(),
+                 "fine_q": f[1:], "coarse_q": c[1:]}
+        graph = _RegressorGraph(self.model).eval()
+        export_onnx(graph, feats, reg.with_suffix(".check"), ["hidden"],
+                    dynamic_axes={"fine_r": {0: "refs"}, "coarse_r": {0: "refs"}, "hidden": {0: "refs"}})
+        check_onnx(graph, reg.with_suffix(".check"), feats, atol=1e-3)
+        os.replace(enc.with_suffix(".check"), enc)
+        os.replace(reg.with_suffix(".check"), reg)
+        return enc, reg
+
+    def encode(self, view_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Canonical 160 x 120 view -> (fine (C, 24, 32), coarse (C', 6, 8)) float16."""
+        fine, coarse = self.encoder(image=xfeat_input(view_rgb)[None])
+        return fine[0].astype(np.float16), coarse[0].astype(np.float16)
+
+    def predict(self, fine_r: np.ndarray, coarse_r: np.ndarray, fine_q: np.ndarray, coarse_q: np.ndarray,
+                samples: int | None = None):
+        samples = self.mc_samples if samples is None else samples
+        (hidden,) = self.regressor(fine_r=fine_r.astype(np.float32), coarse_r=coarse_r.astype(np.float32),
+                                   fine_q=fine_q[None].astype(np.float32), coarse_q=coarse_q[None].astype(np.float32))
+        out = mc_dropout_head(hidden, *self._fc, samples, self.rng)
+        return [summarize_samples(o) for o in out]
+
+
+class ExrenetMethod:
+    """Pipeline method "exrenet": relative poses to the retrieved keyframes -> ev.hypotheses (the solver fuses
+    them by triangulation + RANSAC)."""
+    name = "exrenet"
+
+    def __init__(self, keyframe_map, conf: dict | None = None):
+        self.conf = {**DEFAULT_CONF, **(conf or {})}
+        self.runner = ExReNetRunner(self.conf["weights"] or None, self.conf["backend"], self.conf["mc_samples"],
+                                    self.conf["threads"], self.conf["seed"])
+        self.map = keyframe_map
+        self.features: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for kf in keyframe_map.keyframes:
+            self.add_keyframe(kf)
+
+    def add_keyframe(self, kf) -> None:
+        h, w = kf.thumbnail.shape[:2]
+        self.features[kf.id] = self.runner.encode(canonical_view(kf.thumbnail, kf.intrinsics.scaled(w, h)))
+
+    def infer(self, frame: RGBDFrame, refs: list[int], ev: QueryEvidence) -> None:
+        refs = [r for r in refs if r in self.features]
+        if not refs:
+            ev.refusal = "no retrieved keyframe has ExReNet features"
+            return
+        fine_q, coarse_q = self.runner.encode(canonical_view(frame.rgb, frame.intrinsics))
+        fr = np.stack([self.features[r][0] for r in refs])
+        cr = np.stack([self.features[r][1] for r in refs])
+        for kf_id, p in zip(refs, self.runner.predict(fr, cr, fine_q, coarse_q)):
+            kf = self.map.keyframes[kf_id]
+            ev.hypotheses.append(RelativePoseHypothesis(kf_id, kf.T_map_cam.copy(), p.T_kf_query, p.scale,
+                                                        p.direction_sd_deg, p.centres))
