@@ -61,6 +61,9 @@ _DEFAULT_CONF = {
         "map_sigma_m": 0.01,
         "map_sigma_deg": 1.0,
         "max_position_std": 0.25,     # refuse when the covariance says the position is this uncertain (m)
+        # scene-coordinate methods predict one point per network cell (8-32 px of a 640-wide query): their inlier
+        # threshold is this fraction of the image width (24 px at 640), never below max_reproj_error
+        "scene_coordinate_reproj_frac": 0.0375,
         "pnp_scoring": "ransac",      # "ransac" (poselib LO-RANSAC) or "soft_inlier" (DSAC++ Eq. 5, solver/soft_ransac.py)
         "fusion": "exrenet",          # relative-pose methods: "exrenet", "irls" or "rrpr" (solver/relative.py)
         "min_relative_inliers": 2,    # relative-pose methods: refuse when fewer keyframes agree
@@ -195,13 +198,15 @@ class PoseSolver:
             est.reason = f"{n} correspondences < min_inliers {c['min_inliers']}"
             return est
         soft = None
+        tau = c["max_reproj_error"]
+        if ev.method in SCENE_COORDINATE_METHODS:
+            tau = max(tau, c["scene_coordinate_reproj_frac"] * ev.intrinsics.width)
         # dense scene coordinates are mostly rough: DSAC++ scores hypotheses by their soft inlier count
         if c["pnp_scoring"] == "soft_inlier" or ev.method in SCENE_COORDINATE_METHODS:
-            res, soft = solve_pnp_soft_inlier(ev.image_points, ev.map_points, ev.intrinsics, c["max_reproj_error"])
+            res, soft = solve_pnp_soft_inlier(ev.image_points, ev.map_points, ev.intrinsics, tau)
             est.timings["soft_inliers"] = soft
         else:
-            res = solve_pnp_ransac(ev.image_points, ev.map_points, ev.intrinsics, c["max_reproj_error"],
-                                   c["max_iterations"])
+            res = solve_pnp_ransac(ev.image_points, ev.map_points, ev.intrinsics, tau, c["max_iterations"])
         est.inliers = res.num_inliers
         est.inlier_ratio = res.num_inliers / n
         est.timings["solve"] = time.perf_counter() - t0

@@ -1,0 +1,179 @@
+"""SANet (relocal_ros.networks.sanet) with the shipped weights, on a held-out synthetic scene: the predicted scene
+coordinates beat the mean-scene-point baseline by a clear margin, keyframe pyramids are built at map load (not per
+query), keyframes without depth give a clear refusal, and the ONNX parts agree with torch."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from relocal_ros.data.frames import RGBDFrame
+from relocal_ros.estimates import QueryEvidence
+from relocal_ros.mapping.keyframe_map import THUMB_SIZE, Keyframe, KeyframeMap
+from relocal_ros.matching.features import LocalFeatures
+from relocal_ros.networks import sanet
+from relocal_ros.networks.sanet import SanetMethod, pooled_coordinates
+
+SEED = 9731  # held out: training scenes are 0..239, validation 9000..9011
+W, H = 320, 240
+
+
+def _keyframe(i, rgb, depth, T, intr):
+    """A keyframe as KeyframeMap._append stores it (thumbnails of the full frame)."""
+    empty = LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 64), np.float32), np.zeros(0, np.float32))
+    return Keyframe(i, f"{i}", T, intr, empty, np.zeros((0, 3), np.float32), np.zeros(0, np.int8),
+                    np.zeros((1, 4), np.float32), cv2.resize(rgb, THUMB_SIZE, interpolation=cv2.INTER_AREA),
+                    cv2.resize(depth, THUMB_SIZE, interpolation=cv2.INTER_NEAREST).astype(np.float16))
+
+
+@pytest.fixture(scope="module")
+def scene():
+    """Three clusters of 6 views in a held-out scene: per cluster 5 keyframes and 1 query (with its truth)."""
+    from relocal_ros.data.synth import build_scene
+    from relocal_ros.data.synth.cameras import scene_intrinsics
+    from relocal_ros.data.synth.renderer import Renderer
+    from relocal_ros.networks.sanet_training import cluster_poses
+    layout, textures = build_scene(SEED)
+    intr = scene_intrinsics(W, H)
+    r = Renderer(layout.boxes, textures, intr, layout.light, layout.ambient, layout.intensity)
+    rng = np.random.default_rng(SEED)
+    kmap = KeyframeMap(np.zeros((4, 64), np.float32))
+    queries = []
+    try:
+        while len(queries) < 3:
+            poses = cluster_poses(layout, rng, intr, 6)
+            if len(poses) < 6:
+                continue
+            refs = []
+            for T in poses[1:]:
+                rgb, depth = r.render(T)
+                kmap.keyframes.append(_keyframe(len(kmap.keyframes), rgb, depth, T, intr))
+                refs.append(len(kmap.keyframes) - 1)
+            rgb, depth = r.render(poses[0])
+            truth = pooled_coordinates(depth, intr, poses[0])[-1].reshape(-1, 3)
+            queries.append((RGBDFrame(f"q{len(queries)}", rgb, None, intr), refs, truth))
+    finally:
+        r.release()
+    return kmap, queries
+
+
+@pytest.fixture(scope="module")
+def method(scene, tmp_path_factory):
+    torch.set_num_threads(1)
+    return SanetMethod(scene[0], {"cache_dir": str(tmp_path_factory.mktemp("sanet_onnx")), "threads": 1,
+                                  "backend": "onnxruntime"})
+
+
+def _infer(method, frame, refs):
+    ev = QueryEvidence(frame.stamp, frame.intrinsics, "sanet")
+    method.infer(frame, refs, ev)
+    return ev
+
+
+def test_beats_mean_scene_point_baseline(scene, method):
+    kmap, queries = scene
+    errs, base = [], []
+    for frame, refs, truth in queries:
+        ev = _infer(method, frame, refs)
+        assert ev.refusal == ""
+        assert ev.image_points.dtype == np.float32 and ev.map_points.shape == (len(ev.image_points), 3)
+        assert np.all((ev.weights >= 0) & (ev.weights <= 1))
+        pts, _, _ = method.predict(frame.rgb, refs)
+        ok = np.isfinite(truth).all(1)
+        errs.append(np.linalg.norm(pts[ok] - truth[ok], axis=1))
+        # the trivial baseline: every cell at the mean of the references' scene points
+        mean = np.concatenate([method.pyramid(i).xyz[-1] for i in refs]).mean(0)
+        base.append(np.linalg.norm(truth[ok] - mean, axis=1))
+        # the image points are the finest cells' centres in the query's own pixels
+        assert ev.image_points[:, 0].max() < W and ev.image_points[:, 1].max() < H
+        assert ev.image_points.min() > 0
+    med, bmed = float(np.median(np.concatenate(errs))), float(np.median(np.concatenate(base)))
+    print(f"SANet median scene-coordinate error {med:.3f} m, mean-scene-point baseline {bmed:.3f} m")
+    assert med < 0.5 * bmed, f"median error {med:.3f} m vs mean-scene-point baseline {bmed:.3f} m"
+
+
+def test_pyramids_built_at_map_load_not_per_query(scene, method):
+    kmap, queries = scene
+    before = method.encoder_calls
+    assert len(method._pyramids) == len(kmap.keyframes)
+    for frame, refs, _ in queries:
+        _infer(method, frame, refs)
+    assert method.encoder_calls - before == len(queries)  # one encoder pass per query: the query itself
+    # a keyframe added later is encoded once, when added
+    frame, refs, _ = queries[0]
+    kf = kmap.keyframes[refs[0]]
+    new = Keyframe(len(kmap.keyframes), "new", kf.T_map_cam, kf.intrinsics, kf.features, kf.points3d,
+                   kf.feature_rotation, kf.global_descriptors, kf.thumbnail, kf.depth_thumbnail)
+    kmap.keyframes.append(new)
+    try:
+        calls = method.encoder_calls
+        method.add_keyframe(new)
+        assert method.encoder_calls == calls + 1
+        _infer(method, frame, [new.id])
+        assert method.encoder_calls == calls + 2
+    finally:
+        kmap.keyframes.pop()
+        method._pyramids.pop(new.id)
+
+
+def test_no_keyframe_depth_is_refused(scene, method):
+    kmap, queries = scene
+    frame, refs, _ = queries[0]
+    kf = kmap.keyframes[refs[0]]
+    blind = [Keyframe(i, "blind", kf.T_map_cam, kf.intrinsics, kf.features, kf.points3d, kf.feature_rotation,
+                      kf.global_descriptors, kf.thumbnail, np.zeros_like(kf.depth_thumbnail)) for i in range(2)]
+    bmap = KeyframeMap(np.zeros((4, 64), np.float32))
+    bmap.keyframes.extend(blind)
+    m = SanetMethod.__new__(SanetMethod)  # share the loaded networks, fresh pyramids for the depth-less map
+    m.__dict__.update(method.__dict__, map=bmap, _pyramids={})
+    for b in blind:
+        m.add_keyframe(b)
+    ev = _infer(m, frame, [0, 1])
+    assert "depth" in ev.refusal
+    assert len(ev.image_points) == 0 and len(ev.map_points) == 0
+    assert "no retrieved keyframes" in _infer(m, frame, []).refusal
+
+
+def test_onnx_parts_match_torch(scene, method):
+    kmap, queries = scene
+    frame, refs, _ = queries[1]
+    model = method.model
+    assert method.backend_name == "onnxruntime"
+    image = sanet.prepare_image(frame.rgb)
+    with torch.no_grad():
+        ref = model.encoder()(torch.from_numpy(image))
+    got = method.encoder(image=image)
+    for r, g in zip(ref, got):
+        assert np.abs(r.numpy() - g).max() < 1e-3
+    scene_in, _, _ = sanet.scene_inputs([method.pyramid(i) for i in refs], model.arch["k"])
+    q = [r.numpy() for r in ref]
+    args = {"q32": q[0], "q16": q[1], "q8": q[2], **scene_in}
+    with torch.no_grad():
+        tref = model.registration(*[torch.from_numpy(args[k]) for k in sanet.REG_INPUTS])
+    tgot = method.registration(**args)
+    assert np.abs(tref[0].numpy() - tgot[0]).max() < 1e-3
+    assert np.abs(tref[1].numpy() - tgot[1]).max() < 1e-3
+
+
+def test_torch_backend_agrees_with_onnxruntime(scene, method, tmp_path):
+    kmap, queries = scene
+    frame, refs, _ = queries[2]
+    # with the keys the pipeline hands every learned method ("weights": "" = the shipped file)
+    torch_method = SanetMethod(kmap, {"cache_dir": str(tmp_path), "backend": "torch", "weights": "",
+                                      "mc_samples": 100, "threads": 1})
+    assert torch_method.backend_name.startswith("torch")
+    a, wa, _ = method.predict(frame.rgb, refs)
+    b, wb, _ = torch_method.predict(frame.rgb, refs)
+    assert np.abs(a - b).max() < 1e-3 and np.abs(wa - wb).max() < 1e-3
+
+
+def test_bad_weights_are_refused(tmp_path):
+    bad = tmp_path / "bad.pt"
+    torch.save({"format": "something else"}, bad)
+    with pytest.raises(ValueError, match="not a relocal_ros SANet"):
+        sanet.load_weights(bad)
+    with pytest.raises(FileNotFoundError):
+        sanet.load_weights(tmp_path / "missing.pt")
+    with pytest.raises(KeyError, match="unknown SANet configuration"):
+        SanetMethod(KeyframeMap(np.zeros((4, 64), np.float32)), {"no_such_key": 1})
