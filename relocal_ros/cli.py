@@ -101,6 +101,12 @@ def _cmd_split(a) -> int:
     return 0
 
 
+def _cmd_train_scene(a) -> int:
+    from relocal_ros.networks.scene_training import main as train_scene_main
+    argv = [a.map, "--budget", str(a.budget)] + (["--no-resume"] if a.no_resume else [])
+    return train_scene_main(argv + (["--threads", str(a.threads)] if a.threads else []))
+
+
 def _methods():
     from relocal_ros.pipeline import METHODS
     return METHODS
@@ -140,6 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how relative poses are combined (relative-pose methods; default exrenet)")
     s.add_argument("--config", default=None, help="YAML with 'inference' and 'solver' overrides")
     s.set_defaults(func=_cmd_localize)
+
+    s = sub.add_parser("train-scene", help="train the map's DSAC++ scene-coordinate head (for --method dsacpp); "
+                       "stored in MAP/scene_coordinates, resumable")
+    s.add_argument("map")
+    s.add_argument("--budget", type=float, default=600.0,
+                   help="wall-clock seconds for this map in all, earlier runs included (default 600)")
+    s.add_argument("--no-resume", action="store_true", help="start again instead of continuing the checkpoint")
+    s.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    s.set_defaults(func=_cmd_train_scene)
 
     s = sub.add_parser("evaluate", help="median errors and shares within 5cm/5deg, 10cm/10deg, 25cm/10deg")
     s.add_argument("estimate")

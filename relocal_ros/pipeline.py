@@ -32,6 +32,7 @@ LEARNED_METHODS = {
 METHODS = ("xfeat_pnp", "xfeat_relative", *LEARNED_METHODS)
 RELATIVE_METHODS = ("xfeat_relative", "exrenet")
 SCENE_COORDINATE_METHODS = ("sanet", "dsacpp")
+SCENE_SPECIFIC_METHODS = ("dsacpp",)
 
 _DEFAULT_CONF = {
     "inference": {
@@ -138,8 +139,12 @@ class InferenceEngine:
         if why:
             ev.refusal = why
             return ev
-        feats, gdesc = self.map.encoder(frame.rgb)
         c = self.conf
+        if c["method"] in SCENE_SPECIFIC_METHODS:  # the per-map network needs no retrieval: skip the encoder
+            self.learned.infer(frame, [], ev)
+            ev.inference_seconds = time.perf_counter() - t0
+            return ev
+        feats, gdesc = self.map.encoder(frame.rgb)
         _, cand = self.map.index.search(gdesc, int(c["retrieval_candidates"]))
         refs = select_diverse(cand, self._centres, int(c["num_references"]), c["min_reference_distance"],
                               c["max_reference_distance"])
@@ -220,6 +225,10 @@ class PoseSolver:
             est.reason = f"inlier ratio {est.inlier_ratio:.2f} < {c['min_inlier_ratio']}"
             return est
         sigma = max(res.reprojection_rms, c["min_pixel_sigma"])
+        if ev.method in SCENE_COORDINATE_METHODS:
+            # one predicted point per network cell, errors correlated over neighbouring cells: the residual rms of
+            # the inliers understates the noise; a quarter of the inlier threshold (6 px at 640) is the floor
+            sigma = max(sigma, 0.25 * tau)
         map_m, map_deg = self._map_sigma(ev)
         cov = pose_covariance(res.T_map_cam, ev.image_points[res.inliers], ev.map_points[res.inliers],
                               ev.intrinsics, sigma, map_m, map_deg)

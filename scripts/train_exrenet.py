@@ -19,9 +19,11 @@ def main():
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--producers", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch threads of the trainer (producers use one each)")
     p.add_argument("--no-resume", action="store_true")
     a = p.parse_args()
-    state = train(a.work, a.minutes, a.batch, a.lr, a.producers, seed=a.seed, resume=not a.no_resume)
+    state = train(a.work, a.minutes, a.batch, a.lr, a.producers, seed=a.seed, resume=not a.no_resume,
+                  threads=a.threads)
     print(json.dumps(state, indent=1))
 
 

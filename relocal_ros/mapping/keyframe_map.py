@@ -136,6 +136,7 @@ class KeyframeMap:
                                    else self.vocabulary.shape[0] * self.vocabulary.shape[1])
         self._encoder = None
         self.version = ""  # name of the on-disk version this map was loaded from or last saved as
+        self.path: Path | None = None  # the map directory (per-map trained models live beside the versions)
 
     # -- building -------------------------------------------------------------------------------------------
     @property
@@ -213,7 +214,7 @@ class KeyframeMap:
                 os.fsync(f.fileno())
             os.replace(ptr, root / "CURRENT")  # the commit point
             _fsync_dir(root)
-            self.version = name
+            self.version, self.path = name, root
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -312,7 +313,7 @@ class KeyframeMap:
         if len(a["index_owners"]) != index.ntotal:
             raise MapFormatError(f"{version}: index owners do not match the index")
         m.index.index, m.index.owners = index, a["index_owners"]
-        m.version = version.name
+        m.version, m.path = version.name, root
         return m
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import sys
 import time
 from multiprocessing import get_context
 from pathlib import Path
@@ -100,7 +102,7 @@ def start_producers(cache_dir, workers: int, pairs_per_worker: int, seed: int, c
 class PairCache:
     """All chunks of a cache directory in memory (float16 features ~200 kB per pair), refreshed on demand."""
 
-    def __init__(self, cache_dir, max_pairs: int = 40000):
+    def __init__(self, cache_dir, max_pairs: int = 20000):
         self.dir, self.max_pairs = Path(cache_dir), max_pairs
         self.seen: set[str] = set()
         self.parts: dict[str, list] = {k: [] for k in ("xa", "xb", "da", "db", "Ta", "Tb")}
@@ -238,10 +240,12 @@ def save_checkpoint(path: Path, model, optimizer, state: dict) -> None:
 
 def train(work_dir, minutes: float, batch: int = 16, lr: float = 3e-4, producers: int = 1,
           pairs_per_producer: int = 12000, val_pairs: int = 256, seed: int = 0, resume: bool = True,
-          progress: bool = True) -> dict:
+          progress: bool = True, threads: int = 1) -> dict:
     """Train for `minutes` of wall time (pair production runs beside it); resumable from WORK/last.pt. Writes
     WORK/best.pt (lowest validation rotation + direction error) and WORK/log.jsonl."""
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
+    # a terminated trainer must not leave its producers rendering: SIGTERM unwinds through the finally below
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     intr = canonical_intrinsics()
@@ -251,9 +255,12 @@ def train(work_dir, minutes: float, batch: int = 16, lr: float = 3e-4, producers
     val = PairCache(val_dir)
     val.refresh()
     train_dir = work / "pairs"
-    pool, result = start_producers(train_dir, producers, pairs_per_producer, seed + 1000 * (len(list(
-        train_dir.glob("chunk-*.npz"))) + 1))
+    pool = None
+    if producers > 0:  # 0: train on the pairs already in the cache
+        pool, _ = start_producers(train_dir, producers, pairs_per_producer, seed + 1000 * (len(list(
+            train_dir.glob("chunk-*.npz"))) + 1))
     cache = PairCache(train_dir)
+    cache.refresh()
     model = ExReNet(load_xfeat_backbone())
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     state = {"iteration": 0, "pairs_seen": 0, "best": None, "seconds": 0.0}
@@ -274,8 +281,11 @@ def train(work_dir, minutes: float, batch: int = 16, lr: float = 3e-4, producers
     running = {}
     try:
         while time.time() < t_end:
-            if state["iteration"] % 50 == 0:
+            if state["iteration"] % 50 == 0 and pool is not None:
                 cache.refresh()
+                if cache.n >= cache.max_pairs:  # memory bound reached (~4 GB): give the producers' CPU to training
+                    pool.terminate()
+                    pool = None
             idx = rng.integers(0, cache.n, batch)
             losses = compute_losses(model, *cache.batch(idx, rng), intr, gen)
             optimizer.zero_grad()
@@ -303,7 +313,8 @@ def train(work_dir, minutes: float, batch: int = 16, lr: float = 3e-4, producers
     finally:
         bar.close()
         log_f.close()
-        pool.terminate()
+        if pool is not None:
+            pool.terminate()
     state["seconds"] += time.time() - t_start
     save_checkpoint(last, model, optimizer, state)
     return state
