@@ -47,16 +47,12 @@ METHODS = {
     # name: relocalizer conf
     "xfeat_pnp": {},
     "exrenet": {"inference": {"method": "exrenet", "num_references": 5}},
-    "sanet": {"inference": {"method": "sanet"}, "solver": {"pnp_scoring": "soft_inlier"}},
-    # the head predicts one point per 1/8 cell of a 160x120 view: 10 px at 640 (DSAC++'s own threshold)
-    # and a dense prediction has more outliers than matches do: the inlier-ratio floor is halved
-    "dsacpp": {"inference": {"method": "dsacpp"}, "solver": {"pnp_scoring": "soft_inlier", "max_reproj_error": 10.0,
-                                                            "min_inlier_ratio": 0.1}},
+    # scene-coordinate methods with the pipeline's defaults for them (soft-inlier PnP, threshold 3.75 % of the
+    # image width): what `relocal localize --method sanet|dsacpp` gives
+    "sanet": {"inference": {"method": "sanet"}},
+    "dsacpp": {"inference": {"method": "dsacpp"}},
 }
 SCENE_COORDINATE = ("sanet", "dsacpp")
-LEARNED = {"exrenet": ("relocal_ros.networks.relative_pose", "ExrenetMethod"),
-           "sanet": ("relocal_ros.networks.sanet", "SanetMethod"),
-           "dsacpp": ("relocal_ros.networks.dsacpp", "DsacppMethod")}
 CDF_AT = (0.05, 0.10, 0.20)
 
 
@@ -83,20 +79,7 @@ def make_localizer(method: str, kmap, threads: int):
     try:
         loc = Relocalizer(kmap, conf)
     except (ImportError, FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
-        if method not in LEARNED:
-            return None, f"{type(e).__name__}: {e}"
-        # the pipeline's wiring refused: the method object directly inside the same engine and solver
-        try:
-            import importlib
-            module, cls = LEARNED[method]
-            obj = getattr(importlib.import_module(module), cls)(kmap, {"threads": threads})
-        except (ImportError, FileNotFoundError, ValueError, KeyError, RuntimeError) as e2:
-            return None, f"{type(e).__name__}: {e}; direct: {type(e2).__name__}: {e2}"
-        print(f"({method}: pipeline wiring failed ({type(e).__name__}: {e}); method object run directly in the "
-              f"same engine/solver)", flush=True)
-        loc = Relocalizer(kmap, {**conf, "inference": {}})
-        loc.engine.conf["method"] = method
-        loc.engine.learned = obj
+        return None, f"{type(e).__name__}: {e}"
     problem = getattr(loc.engine.learned, "problem", "")
     return (None, problem) if problem else (loc, "")
 

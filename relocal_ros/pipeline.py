@@ -33,6 +33,13 @@ METHODS = ("xfeat_pnp", "xfeat_relative", *LEARNED_METHODS)
 RELATIVE_METHODS = ("xfeat_relative", "exrenet")
 SCENE_COORDINATE_METHODS = ("sanet", "dsacpp")
 SCENE_SPECIFIC_METHODS = ("dsacpp",)
+# Scene-coordinate methods predict one point per network cell, so their PnP inlier threshold follows the cell size
+# (as a fraction of the image width, never below the solver's max_reproj_error), and their inlier-ratio floor
+# is lower than for matches (a dense prediction covers unmapped parts of the view too). Measured on fr1_rpy
+# (bench_scene_coordinates.py): SANet's cells are 32 px wide at 640 -> 24 px; DSAC++'s 16 px -> 10 px with a 0.1
+# ratio floor gave no pose off by > 25 cm / 10 deg, where 24 px and 0.2 let 20 % wrong poses through.
+SCENE_COORDINATE_SOLVER = {"sanet": {"reproj_frac": 0.0375, "min_inlier_ratio": 0.2},
+                           "dsacpp": {"reproj_frac": 0.015625, "min_inlier_ratio": 0.1}}
 
 _DEFAULT_CONF = {
     "inference": {
@@ -62,9 +69,6 @@ _DEFAULT_CONF = {
         "map_sigma_m": 0.01,
         "map_sigma_deg": 1.0,
         "max_position_std": 0.25,     # refuse when the covariance says the position is this uncertain (m)
-        # scene-coordinate methods predict one point per network cell (8-32 px of a 640-wide query): their inlier
-        # threshold is this fraction of the image width (24 px at 640), never below max_reproj_error
-        "scene_coordinate_reproj_frac": 0.0375,
         "pnp_scoring": "ransac",      # "ransac" (poselib LO-RANSAC) or "soft_inlier" (DSAC++ Eq. 5, solver/soft_ransac.py)
         "fusion": "exrenet",          # relative-pose methods: "exrenet", "irls" or "rrpr" (solver/relative.py)
         "min_relative_inliers": 2,    # relative-pose methods: refuse when fewer keyframes agree
@@ -203,9 +207,10 @@ class PoseSolver:
             est.reason = f"{n} correspondences < min_inliers {c['min_inliers']}"
             return est
         soft = None
-        tau = c["max_reproj_error"]
-        if ev.method in SCENE_COORDINATE_METHODS:
-            tau = max(tau, c["scene_coordinate_reproj_frac"] * ev.intrinsics.width)
+        tau, min_ratio = c["max_reproj_error"], c["min_inlier_ratio"]
+        if ev.method in SCENE_COORDINATE_SOLVER:
+            tau = max(tau, SCENE_COORDINATE_SOLVER[ev.method]["reproj_frac"] * ev.intrinsics.width)
+            min_ratio = min(min_ratio, SCENE_COORDINATE_SOLVER[ev.method]["min_inlier_ratio"])
         # dense scene coordinates are mostly rough: DSAC++ scores hypotheses by their soft inlier count
         if c["pnp_scoring"] == "soft_inlier" or ev.method in SCENE_COORDINATE_METHODS:
             res, soft = solve_pnp_soft_inlier(ev.image_points, ev.map_points, ev.intrinsics, tau)
@@ -221,8 +226,8 @@ class PoseSolver:
         if soft is not None and soft < c["min_inliers"]:
             est.reason = f"soft inlier count {soft:.1f} < min_inliers {c['min_inliers']}"
             return est
-        if est.inlier_ratio < c["min_inlier_ratio"]:
-            est.reason = f"inlier ratio {est.inlier_ratio:.2f} < {c['min_inlier_ratio']}"
+        if est.inlier_ratio < min_ratio:
+            est.reason = f"inlier ratio {est.inlier_ratio:.2f} < {min_ratio}"
             return est
         sigma = max(res.reprojection_rms, c["min_pixel_sigma"])
         if ev.method in SCENE_COORDINATE_METHODS:
