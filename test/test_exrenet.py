@@ -87,7 +87,7 @@ def test_mc_dropout_head_matches_torch_and_samples_spread():
     assert np.all(samples.std(1) > 0)
     # inverted dropout keeps the expectation: the sample mean of the first layer equals the deterministic one
     assert np.allclose(samples.mean(1), det, atol=0.2 * np.abs(det).max() + 0.05)
-    p = summarize_samples(samples[0])
+    p = summarize_samples(np.concatenate([samples[0][:, :7], np.abs(samples[0][:, 7:]) + 0.5], 1))  # scale > 0
     assert p.centres.shape == (200, 3) and p.centre_sigma > 0 and p.direction_sd_deg > 0
 
 

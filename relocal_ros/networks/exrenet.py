@@ -8,8 +8,10 @@ Network (sizes for the 160 x 120 keyframe thumbnails, resampled to the canonical
                 by trainable ResNet blocks: fine map 32 x 24 x 64, coarse map 8 x 6 x 160 (stride 4 further)
     matching    one extensive correlation on the coarse maps (48 channels), one guided correlation on the fine
                 maps with border b = 1 (12 x 12 = 144 channels)
-    regressor   coarse correlation upsampled to the fine grid, concatenated -> ResNet blocks -> global average
-                pooling -> FC 512 -> [dropout 0.1 -> FC 512 -> FC 8]   (the bracket is the MC-dropout head)
+    regressor   coarse correlation upsampled to the fine grid, concatenated with the guided one and 5 match
+                channels (cell position, soft-argmax match position, best correlation; our addition, see
+                match_channels) -> ResNet blocks -> global average pooling -> FC 512 -> [dropout 0.1 -> FC 512 ->
+                FC 8]   (the bracket is the MC-dropout head)
     outputs     translation direction (3), quaternion (4, w last as scipy), scale (1, metres): the query camera's
                 pose in the keyframe camera frame, T_kf_query — the inverse relative pose of the paper, which is
                 what the triangulation step consumes.
@@ -118,6 +120,29 @@ class Encoder(nn.Module):
         return self
 
 
+MATCH_CHANNELS = 5
+MATCH_TEMPERATURE = 20.0  # cosine correlations x 20 before the softmax: a peaked but differentiable match
+
+
+def match_channels(guided: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Where each keyframe cell is and where its match lies in the query (soft argmax over the guided window),
+    both in [-1, 1], plus the best correlation: 5 channels. An addition to the paper's regressor input (a
+    CoordConv-style cue): the correlation channels say how well cells match but only implicitly where, and
+    with CPU-sized training budgets the regressor learned relative poses far faster with the positions given."""
+    B, D, H, W = guided.shape
+    p = 4 * BORDER
+    Wp = W + 2 * p
+    cand = idx.transpose(1, 2).reshape(B, D, H, W)               # padded flat index of every candidate
+    cy = torch.div(cand, Wp, rounding_mode="floor") - p
+    cx = cand - (cy + p) * Wp - p
+    prob = torch.softmax(guided * MATCH_TEMPERATURE, dim=1)
+    my = (prob * cy.to(guided.dtype)).sum(1, keepdim=True) / (H - 1) * 2 - 1
+    mx = (prob * cx.to(guided.dtype)).sum(1, keepdim=True) / (W - 1) * 2 - 1
+    gy = torch.linspace(-1, 1, H, device=guided.device, dtype=guided.dtype).view(1, 1, H, 1).expand(B, 1, H, W)
+    gx = torch.linspace(-1, 1, W, device=guided.device, dtype=guided.dtype).view(1, 1, 1, W).expand(B, 1, H, W)
+    return torch.cat([gx, gy, mx, my, guided.amax(1, keepdim=True)], 1)
+
+
 class Regressor(nn.Module):
     """Correlations of (keyframe, query) feature maps -> the 512-d hidden vector before the dropout head."""
 
@@ -126,7 +151,7 @@ class Regressor(nn.Module):
         n_coarse = (XFEAT_SIZE[0] // 32) * (XFEAT_SIZE[1] // 32)
         d = 4 * (1 + 2 * BORDER)
         self.body = nn.Sequential(
-            nn.Conv2d(n_coarse + d * d, 128, 3, 2, 1, bias=False), nn.BatchNorm2d(128), nn.ReLU(inplace=True),
+            nn.Conv2d(n_coarse + d * d + MATCH_CHANNELS, 128, 3, 2, 1, bias=False), nn.BatchNorm2d(128), nn.ReLU(inplace=True),
             ResBlock(128, 128), ResBlock(128, 160, 2), ResBlock(160, 192, 2))
         self.fc1 = nn.Linear(192, HIDDEN)
 
@@ -141,7 +166,7 @@ class Regressor(nn.Module):
             coarse_q = coarse_q.expand(fine_r.shape[0], -1, -1, -1)
         coarse, guided, idx = self.correlations(fine_r, coarse_r, fine_q, coarse_q)
         up = F.interpolate(coarse, size=guided.shape[-2:], mode="bilinear", align_corners=False)
-        h = self.body(torch.cat([up, guided], 1)).mean((2, 3))
+        h = self.body(torch.cat([up, guided, match_channels(guided, idx)], 1)).mean((2, 3))
         hidden = torch.relu(self.fc1(h))
         if return_correlations:
             return hidden, coarse, guided, idx
