@@ -35,18 +35,20 @@ def test_guided_correlation_follows_eq2_with_border():
     f1 = _unit(torch.randn(B, C, Hc * u, Wc * u, generator=g))
     f2 = _unit(torch.randn(B, C, Hc * u, Wc * u, generator=g))
     coarse = torch.randn(B, Hc * Wc, Hc, Wc, generator=g)
-    out, _ = guided_correlation(f1, f2, coarse, (Hc, Wc), b)
+    out, _, origin = guided_correlation(f1, f2, coarse, (Hc, Wc), b)
     d = u * (1 + 2 * b)
-    assert out.shape == (B, d * d, Hc * u, Wc * u)
+    W = Wc * u
+    assert out.shape == (B, Hc * u * W, d * d)
     for y1, x1 in [(0, 0), (5, 7), (11, 15), (6, 2)]:
         w = int(coarse[0, :, y1 // u, x1 // u].argmax())
         my, mx = w // Wc, w % Wc
+        assert origin[0, y1 * W + x1].tolist() == [(my - b) * u, (mx - b) * u]
         for y2 in range(d):
             for x2 in range(d):
                 yy, xx = (my - b) * u + y2, (mx - b) * u + x2
                 inside = 0 <= yy < Hc * u and 0 <= xx < Wc * u
                 expect = float((f1[0, :, y1, x1] * f2[0, :, yy, xx]).sum()) if inside else 0.0
-                assert abs(float(out[0, y2 * d + x2, y1, x1]) - expect) < 1e-5
+                assert abs(float(out[0, y1 * W + x1, y2 * d + x2]) - expect) < 1e-5
 
 
 def test_triplet_loss_is_zero_only_with_margin_and_pulls_matches_up():

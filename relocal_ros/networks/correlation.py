@@ -18,10 +18,11 @@ def extensive_correlation(f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
 
 
 def guided_correlation(f1: torch.Tensor, f2: torch.Tensor, coarse: torch.Tensor, coarse_shape: tuple[int, int],
-                       border: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+                       border: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Eq. 2–4: each fine cell of f1 against the d x d fine cells of f2 around the match (argmax) of its parent cell
-    in the coarse correlation, d = u (1 + 2 border), u the resolution ratio. Returns (B, d*d, H, W) and the flat
-    index of every candidate in f2 padded by border*u (for the auxiliary loss).
+    in the coarse correlation, d = u (1 + 2 border), u the resolution ratio. Returns (B, H*W, d*d) (candidate k =
+    dy * d + dx of the window), the flat index of every candidate in f2 padded by border*u (for the auxiliary loss)
+    and each window's top-left cell (y, x) in f2 (B, H*W, 2), which may lie outside f2.
 
     The candidates are gathered from the full fine correlation rather than computed one by one: at 32 x 24 cells
     the full product is one 768 x 1280 matrix multiply, cheaper on CPU and in ONNX than a per-cell gather of
@@ -45,7 +46,8 @@ def guided_correlation(f1: torch.Tensor, f2: torch.Tensor, coarse: torch.Tensor,
     cols = (mx * u).reshape(B, H * W, 1, 1) + off.reshape(1, 1, 1, d)
     idx = (rows * Wp + cols).reshape(B, H * W, d * d)
     g = torch.gather(full, 2, idx)                            # (B, H*W, d*d)
-    return g.transpose(1, 2).reshape(B, d * d, H, W), idx
+    origin = torch.stack([my * u - p, mx * u - p], -1).reshape(B, H * W, 2).to(f1.dtype)
+    return g, idx, origin
 
 
 def cell_matches(cells1: torch.Tensor, cells2: torch.Tensor, valid: torch.Tensor, n1: int, n2: int) -> torch.Tensor:

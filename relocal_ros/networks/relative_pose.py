@@ -1,7 +1,7 @@
 """ExReNet at run time: the relative-pose method of the pipeline ("exrenet").
 
 Weights (float16 state dict, torch.load(weights_only=True)) are exported once to ONNX in a cache directory keyed by
-their sha256 and checked against torch there; the encoder and the regressor then run through a backend (ONNX
+the sha256 of the weights and of the network's code and checked against torch there; the encoder and the regressor then run through a backend (ONNX
 Runtime on CPU, TensorRT or torch CUDA on a GPU, backends.py). Keyframe feature maps are computed when the map
 loads (or a keyframe is added), never per query; per query: one encoder pass, one regressor pass over all
 retrieved keyframes as a batch, and the MC-dropout head sampled in numpy."""
@@ -18,6 +18,9 @@ import torch
 
 from relocal_ros.data.frames import RGBDFrame
 from relocal_ros.estimates import QueryEvidence, RelativePoseHypothesis
+from relocal_ros.networks import correlation as correlation_module
+from relocal_ros.networks import exrenet as exrenet_module
+from relocal_ros.networks import layers as layers_module
 from relocal_ros.networks.backends import check_onnx, export_onnx, make_backend
 from relocal_ros.networks.exrenet import (XFEAT_SIZE, ExReNet, canonical_view, load_xfeat_backbone, mc_dropout_head,
                                           summarize_samples, xfeat_input)
@@ -67,7 +70,11 @@ class ExReNetRunner:
         self.model, self.info = load_exrenet(weights)
         self.mc_samples = int(mc_samples)
         self.rng = np.random.default_rng(seed)
-        digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+        # the export depends on the weights and on the code that defines the graph
+        h = hashlib.sha256(weights.read_bytes())
+        for mod in (exrenet_module, correlation_module, layers_module):
+            h.update(Path(mod.__file__).read_bytes())
+        digest = h.hexdigest()[:16]
         enc_path, reg_path = self._export(digest)
         W, H = XFEAT_SIZE
         self.encoder = make_backend(enc_path, backend, threads, torch_module=self.model.encoder(),
