@@ -5,6 +5,8 @@ base_link→camera extrinsic it publishes the camera optical frame's pose (and m
 Refusals publish nothing: they are logged and counted on /diagnostics."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from geometry_msgs.msg import PoseWithCovarianceStamped
 from rclpy.node import Node
@@ -25,6 +27,10 @@ class PoseSolverNode(Node):
         self.publish_tf = declare(self, "publish_tf", True, "publish map->odom (or map->base_link) on /tf")
         self.tf_timeout = declare(self, "tf_timeout", 0.1, "wait this long for TF at an image's time (s)", 0.0, 2.0)
         self.publish_initialpose = declare(self, "publish_initialpose", False, "also publish on /initialpose")
+        self.base_tf_grace = declare(self, "base_tf_grace", 5.0, "after start, refuse (not guess) while the base->"
+                                     "camera TF is unknown for this long; afterwards assume there is none and "
+                                     "publish the camera's pose (s)", 0.0, 120.0)
+        self._started = time.monotonic()
         conf = {
             "min_inliers": declare(self, "min_inliers", 30, "refuse with fewer PnP inliers", 6, 10000),
             "min_inlier_ratio": declare(self, "min_inlier_ratio", 0.2, "refuse below this inlier ratio", 0.0, 1.0),
@@ -70,6 +76,14 @@ class PoseSolverNode(Node):
         T_cam_base = (self.tf.lookup(camera_frame, self.base_frame, t_ns,
                                      self.tf_timeout if self.tf.frame_known(self.base_frame) else 0.0)
                       if camera_frame else None)
+        if T_cam_base is None and camera_frame != self.base_frame and \
+                time.monotonic() - self._started < self.base_tf_grace:
+            # a (re)started solver hears /tf_static only after discovery: the camera's pose published as the
+            # base's before then would be a wrong pose
+            self.diag.count("refused_waiting_for_base_tf")
+            self.throttle(self.get_logger(), "info", "no_base_tf_yet", f"{ev.stamp}: no pose published: no TF "
+                          f"{self.base_frame}->{camera_frame} yet (waiting up to {self.base_tf_grace} s after start)")
+            return
         header = msg.header.__class__()
         header.stamp = msg.header.stamp
         header.frame_id = self.map_frame
