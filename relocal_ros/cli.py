@@ -35,7 +35,7 @@ def _cmd_localize(a) -> int:
     from tqdm import tqdm
 
     from relocal_ros.data.sources import open_source
-    from relocal_ros.data.trajectory import format_tum_line
+    from relocal_ros.data.trajectory import format_covariance_line, format_tum_line
     from relocal_ros.pipeline import Relocalizer, merge_conf, default_conf
 
     conf = merge_conf(default_conf(), _load_yaml_conf(a.config))
@@ -49,20 +49,29 @@ def _cmd_localize(a) -> int:
         conf["inference"]["mc_samples"] = a.mc_samples
     reloc = Relocalizer.from_map_dir(a.map, conf)
     source = open_source(a.query, with_ground_truth=False)  # never let query ground truth near the estimator
-    lines, latencies, refusals = [], [], 0
+    lines, cov_lines, latencies, refusals, unreadable = [], [], [], 0, 0
     for i in tqdm(range(len(source)), desc="localize", unit="img", disable=a.quiet):
-        frame = source[i]
+        try:
+            frame = source[i]
+        except (FileNotFoundError, ValueError, OSError) as e:  # one bad image is refused, as the nodes do
+            unreadable += 1
+            log.warning("image %d of %s refused: %s", i, a.query, e)
+            continue
         t0 = time.perf_counter()
         est = reloc.localize(frame)
         latencies.append(time.perf_counter() - t0)
         if est.accepted:
             lines.append(format_tum_line(frame.stamp, est.T_map_cam))
+            cov_lines.append(format_covariance_line(frame.stamp, est.covariance))
         else:
             refusals += 1
             log.info("%s refused: %s", frame.stamp, est.reason)
     Path(a.out).write_text("".join(line + "\n" for line in lines))
+    if a.covariance_out:
+        Path(a.covariance_out).write_text("".join(line + "\n" for line in cov_lines))
     lat = np.array(latencies) * 1000
-    print(f"localized {len(lines)} of {len(source)} images ({refusals} refused, -v says why) -> {a.out}")
+    bad = f", {unreadable} unreadable" if unreadable else ""
+    print(f"localized {len(lines)} of {len(source)} images ({refusals} refused{bad}, -v says why) -> {a.out}")
     if len(lat):
         print(f"latency per image: p50 {np.percentile(lat, 50):.0f} ms, p95 {np.percentile(lat, 95):.0f} ms")
     return 0
@@ -75,7 +84,11 @@ def _cmd_evaluate(a) -> int:
     if a.queries:
         src = open_source(a.queries, with_ground_truth=False)
         queries = [s for s, _ in src.rgb] if hasattr(src, "rgb") else [src[i].stamp for i in range(len(src))]
-    print(evaluate_trajectory(a.estimate, a.ground_truth, queries).format())
+    report = evaluate_trajectory(a.estimate, a.ground_truth, queries)
+    print(report.format())
+    if a.covariance:
+        from relocal_ros.evaluation.metrics import covariance_coverage
+        print(covariance_coverage(a.estimate, a.covariance, a.ground_truth).format())
     return 0
 
 
@@ -89,7 +102,7 @@ def _cmd_synth(a) -> int:
 def _cmd_bag_from_dataset(a) -> int:
     from relocal_ros.data.bags import bag_from_dataset
     from relocal_ros.data.sources import open_source
-    bag_from_dataset(open_source(a.source), a.out, a.storage)
+    bag_from_dataset(open_source(a.source), a.out, a.storage, compressed=a.compressed)
     print(f"bag -> {a.out}")
     return 0
 
@@ -145,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fusion", default=None, choices=["exrenet", "irls", "rrpr"],
                    help="how relative poses are combined (relative-pose methods; default exrenet)")
     s.add_argument("--config", default=None, help="YAML with 'inference' and 'solver' overrides")
+    s.add_argument("--covariance-out", default=None,
+                   help="COV.txt: per line of EST.txt its stamp and the 36 entries of the row-major 6x6 covariance "
+                        "(x y z rot_x rot_y rot_z; metres, radians, map frame, the camera pose of EST.txt)")
     s.set_defaults(func=_cmd_localize)
 
     s = sub.add_parser("train-scene", help="train the map's DSAC++ scene-coordinate head (for --method dsacpp); "
@@ -160,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("estimate")
     s.add_argument("ground_truth", help="TUM groundtruth.txt, TUM folder or 7-Scenes folder")
     s.add_argument("--queries", default=None, help="query folder: refused/missing images count as failures")
+    s.add_argument("--covariance", default=None,
+                   help="COV.txt from `localize --covariance-out`: prints the share of ground truths inside the "
+                        "published 95 %% ellipsoid (position 3-DoF and full 6-DoF)")
     s.set_defaults(func=_cmd_evaluate)
 
     s = sub.add_parser("synth", help="generate a synthetic scene in the 7-Scenes layout with calibration.yaml")
@@ -174,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("source")
     s.add_argument("--out", required=True)
     s.add_argument("--storage", default="mcap", choices=["mcap", "sqlite3"])
+    s.add_argument("--compressed", action="store_true",
+                   help="write colour as image_transport 'compressed' (JPEG) and depth as 'compressedDepth' (PNG), "
+                        "only those topics, as a robot records them")
     s.set_defaults(func=_cmd_bag_from_dataset)
 
     s = sub.add_parser("split", help="split a TUM folder into a map part (first RATIO of frames) and a query part")
@@ -188,9 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from relocal_ros.errors import UserInputError
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, KeyError) as e:  # user errors: one clear line, no traceback
+    except (FileNotFoundError, ValueError, KeyError, UserInputError) as e:  # user errors: one line, no traceback
         print(f"relocal {args.command}: error: {e}", file=sys.stderr)
         return 2
 

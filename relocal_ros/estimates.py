@@ -33,6 +33,16 @@ class QueryEvidence:
     refusal: str = ""               # non-empty: inference already knows no pose can follow, and why
     map_sigma_m: float = float("nan")    # accuracy of the map's keyframe poses as the map states it; NaN: unknown
     map_sigma_deg: float = float("nan")
+    # per correspondence: found without any pose hypothesis (global matching); False for guided matches, which were
+    # chosen to fit a hypothesis and so cannot vouch for it. Empty: all independent
+    independent: np.ndarray = field(default_factory=lambda: np.zeros((0,), bool))
+    # RGB-D queries: image_points lifted with the query's own depth (camera frame, NaN where it has none); empty
+    # when the query has no depth or the method does not use it
+    query_points: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.float32))
+    dense_consistency: float = float("nan")  # solver/verification.py: share of judged query depth samples that agree
+    dense_judged: int = 0                    # with the retrieved keyframes' depth (NaN / 0: not checked)
+    dense_samples: int = 0                   # query depth samples lifted for the check
+    dense_photometric: float = float("nan")  # brightness correlation at the consistent samples (reported)
 
 
 @dataclass
@@ -44,4 +54,6 @@ class PoseEstimate:
     inliers: int = 0
     inlier_ratio: float = 0.0
     reason: str = ""                        # why refused (or a short note when accepted)
+    scores: dict = field(default_factory=dict)   # acceptance evidence (inliers, coverage, dense consistency, ...)
+    candidate: np.ndarray | None = None     # the best hypothesis, also when refused (for evaluation, never published)
     timings: dict = field(default_factory=dict)  # seconds per stage

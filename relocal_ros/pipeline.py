@@ -10,10 +10,16 @@ import numpy as np
 from relocal_ros.data.frames import RGBDFrame
 from relocal_ros.estimates import PoseEstimate, QueryEvidence
 from relocal_ros.geometry.camera import Intrinsics, undistort_points
-from relocal_ros.mapping.keyframe_map import KeyframeMap
+from scipy.spatial import cKDTree
+
+from relocal_ros.geometry.poses import invert
+from relocal_ros.mapping.keyframe_map import KeyframeMap, lift_keypoints
+from relocal_ros.matching.guided import guided_matches
 from relocal_ros.matching.matchers import make_matcher
 from relocal_ros.retrieval.index import select_diverse
-from relocal_ros.solver.pnp import pose_covariance, solve_pnp_ransac
+from relocal_ros.solver.pnp import PnPResult, inlier_coverage, pose_covariance, reprojection_residuals, solve_pnp_ransac
+from relocal_ros.solver.rigid import solve_rigid_ransac
+from relocal_ros.solver.verification import dense_consistency, keyframe_depth_view, sample_query_points
 from relocal_ros.solver.relative import FUSIONS, fuse
 from relocal_ros.solver.soft_ransac import solve_pnp_soft_inlier
 from relocal_ros.solver.two_view import relative_pose_hypothesis
@@ -52,6 +58,13 @@ _DEFAULT_CONF = {
         "min_similarity": 0.80,       # mnn: cosine similarity of mutual nearest neighbours (XFeat)
         "max_ratio": 1.0,             # mnn: Lowe ratio on descriptor distance; < 1 enables it (useful for SIFT)
         "min_confidence": 0.1,        # lighterglue: match confidence
+        "use_depth": True,            # RGB-D queries: lift matches with the query's depth, verify densely
+        "guided_matching": True,      # re-match in a window around projected keyframe points (matching/guided.py)
+        "guided_radius": 12.0,        # window radius at 640 px width, then half of it in a second pass
+        "guided_min_similarity": 0.35,  # cosine similarity inside the window (few candidates: lower than mnn's)
+        "guided_margin": 0.0,         # best similarity must beat the window's runner-up by this (XFeat keypoints
+                                      # 5 px apart share descriptors: a margin drops most right matches)
+        "guided_min_inliers": 6,      # inliers of the first hypothesis needed to guide at all
         # learned methods
         "backend": "auto",            # onnxruntime (CPU) | tensorrt | torch (CUDA when present) | auto
         "mc_samples": 100,            # exrenet: MC-dropout samples of the head per keyframe
@@ -68,6 +81,19 @@ _DEFAULT_CONF = {
         # a real RGB-D sequence's poses (mocap/SLAM, sync with fast rotation) are good to about 1 cm / 1 deg
         "map_sigma_m": 0.01,
         "map_sigma_deg": 1.0,
+        "min_independent_inliers": 12,  # inliers among matches found without a pose hypothesis (not guided), when
+                                        # the query's depth confirms the pose
+        "min_inlier_coverage": 0.0,   # share of a 8 x 6 grid of image cells holding an inlier
+        # RGB-D: share of the query's depth samples that agree with the keyframes' depth (solver/verification.py);
+        # between the floor and the threshold, the pose needs min_independent_inliers_unverified global inliers.
+        # Read from bench/plot_acceptance.py over the hard benchmark's scenes (README)
+        "min_dense_consistency": 0.65,
+        "min_dense_consistency_floor": 0.4,  # below it: refused whatever the matches say
+        # a pose without dense confirmation (RGB-only query, or depth agreement between the two thresholds) needs
+        # more inliers among the global matches: wrong hypotheses reached 17 on the hard benchmark, right ones > 25
+        "min_independent_inliers_unverified": 25,
+        "min_dense_samples": 50,      # ... and at least this many samples could be compared
+        "min_dense_overlap": 0.0,     # ... which are at least this share of the query's depth samples
         "max_position_std": 0.25,     # refuse when the covariance says the position is this uncertain (m)
         "pnp_scoring": "ransac",      # "ransac" (poselib LO-RANSAC) or "soft_inlier" (DSAC++ Eq. 5, solver/soft_ransac.py)
         "fusion": "exrenet",          # relative-pose methods: "exrenet", "irls" or "rrpr" (solver/relative.py)
@@ -157,32 +183,115 @@ class InferenceEngine:
             self.learned.infer(frame, refs, ev)
             ev.inference_seconds = time.perf_counter() - t0
             return ev
-        best_sim = np.full(len(feats), -np.inf, np.float32)
-        best_X = np.full((len(feats), 3), np.nan, np.float32)
-        for kf_id in refs:
-            kf = self.map.keyframes[kf_id]
-            # match only the stored rotation whose global descriptor is closest to the query's: 1/R of the work
-            sub = kf.rotation_subset(int(np.argmax(kf.global_descriptors @ gdesc)))
-            m, sim = self.matcher(feats, (intr.width, intr.height), kf.features.subset(sub),
-                                  (kf.intrinsics.width, kf.intrinsics.height))
-            if len(m) == 0:
-                continue
-            m[:, 1] = sub[m[:, 1]]
-            X = kf.points3d[m[:, 1]]
-            if c["method"] == "xfeat_relative":
-                h, _ = relative_pose_hypothesis(kf_id, kf.T_map_cam, kf.features.keypoints[m[:, 1]], kf.intrinsics,
-                                                X, feats.keypoints[m[:, 0]], intr)
-                if h is not None:
-                    ev.hypotheses.append(h)
-            ok = np.isfinite(X).all(1) & (sim > best_sim[m[:, 0]])
-            best_sim[m[ok, 0]] = sim[ok]   # one 3D point per query keypoint: the most confident match
-            best_X[m[ok, 0]] = X[ok]
-        keep = np.isfinite(best_sim) & np.isfinite(best_X).all(1)
-        ev.image_points = undistort_points(feats.keypoints[keep], intr)
-        ev.map_points = best_X[keep]
-        ev.weights = np.clip(best_sim[keep], 0, 1).astype(np.float32)
+        if c["method"] == "xfeat_relative":
+            self._relative_hypotheses(frame, feats, gdesc, refs, ev)
+        else:
+            self._match_2d3d(frame, feats, gdesc, refs, ev)
         ev.inference_seconds = time.perf_counter() - t0
         return ev
+
+    def _mnn_matches(self, feats, gdesc, kf, intr):
+        """Mutual-NN matches (query index, keyframe feature index, similarity) against the stored rotation whose
+        global descriptor is closest to the query's (1/R of the work)."""
+        sub = kf.rotation_subset(int(np.argmax(kf.global_descriptors @ gdesc)))
+        m, sim = self.matcher(feats, (intr.width, intr.height), kf.features.subset(sub),
+                              (kf.intrinsics.width, kf.intrinsics.height))
+        if len(m):
+            m[:, 1] = sub[m[:, 1]]
+        return m, sim
+
+    def _relative_hypotheses(self, frame, feats, gdesc, refs, ev) -> None:
+        intr = frame.intrinsics
+        for kf_id in refs:
+            kf = self.map.keyframes[kf_id]
+            m, _ = self._mnn_matches(feats, gdesc, kf, intr)
+            if len(m) == 0:
+                continue
+            h, _ = relative_pose_hypothesis(kf_id, kf.T_map_cam, kf.features.keypoints[m[:, 1]], kf.intrinsics,
+                                            kf.points3d[m[:, 1]], feats.keypoints[m[:, 0]], intr)
+            if h is not None:
+                ev.hypotheses.append(h)
+
+    def _match_2d3d(self, frame, feats, gdesc, refs, ev) -> None:
+        """2D–3D correspondences: mutual-NN matches to every retrieved keyframe, pooled; then, from a first pose
+        hypothesis, guided matching in a window around the projections of the keyframes' 3D points
+        (matching/guided.py), which recovers the matches that a global nearest-neighbour search loses under
+        viewpoint change. With query depth, each correspondence also carries the query's own 3D point and the
+        final hypothesis is checked densely against the keyframes' depth (solver/verification.py)."""
+        c = self.conf
+        intr = frame.intrinsics
+        pinhole = ev.intrinsics
+        q_uv = undistort_points(feats.keypoints, intr)
+        q_xyz = None
+        if c["use_depth"] and frame.depth is not None:
+            q_xyz = lift_keypoints(feats, frame.depth, intr, np.eye(4))
+        qi, X, w = [], [], []
+        for kf_id in refs:
+            kf = self.map.keyframes[kf_id]
+            m, sim = self._mnn_matches(feats, gdesc, kf, intr)
+            ok = np.isfinite(kf.points3d[m[:, 1]]).all(1) if len(m) else np.zeros(0, bool)
+            qi.append(m[ok, 0])
+            X.append(kf.points3d[m[ok, 1]])
+            w.append(sim[ok])
+        qi = np.concatenate(qi) if qi else np.zeros(0, int)
+        X = np.concatenate(X).astype(np.float32) if X else np.zeros((0, 3), np.float32)
+        w = np.concatenate(w).astype(np.float32) if w else np.zeros(0, np.float32)
+        T, gq = None, np.zeros(0, int)
+        independent = None
+        if c["guided_matching"] and len(qi) >= 6:
+            T = self._first_hypothesis(q_uv[qi], X, None if q_xyz is None else q_xyz[qi], pinhole)
+        if T is not None:
+            # every retrieved keyframe's 3D points at once (one window search), projected with the hypothesis
+            ref_X = np.concatenate([self.map.keyframes[k].points3d for k in refs])
+            ref_D = np.concatenate([self.map.keyframes[k].features.descriptors for k in refs])
+            tree = cKDTree(q_uv)
+            for radius in (c["guided_radius"] * intr.width / 640.0, 0.5 * c["guided_radius"] * intr.width / 640.0):
+                m, sim = guided_matches(T, q_uv, feats.descriptors, pinhole, ref_X, ref_D, radius,
+                                        c["guided_min_similarity"], c["guided_margin"], tree)
+                if len(m) < 6:
+                    break
+                res = solve_pnp_ransac(q_uv[m[:, 0]], ref_X[m[:, 1]], pinhole, max(2.0, 0.5 * radius), 500)
+                if res.T_map_cam is None:
+                    break
+                T, gq, gX, gw = res.T_map_cam, m[:, 0], ref_X[m[:, 1]].astype(np.float32), sim
+            if T is not None and len(gq):
+                # guided matches are chosen to fit the hypothesis, so they cannot confirm it: the global matches
+                # stay, flagged as the hypothesis-independent evidence that the solver's acceptance counts
+                independent = np.r_[np.ones(len(qi), bool), np.zeros(len(gq), bool)]
+                qi, X, w = np.r_[qi, gq], np.concatenate([X, gX]), np.r_[w, gw].astype(np.float32)
+        ev.image_points = q_uv[qi]
+        ev.map_points = X
+        ev.independent = independent if independent is not None else np.ones(len(qi), bool)
+        ev.weights = np.clip(w, 0, 1).astype(np.float32)
+        if q_xyz is not None:
+            ev.query_points = q_xyz[qi].astype(np.float32)
+            if T is None and len(qi) >= 6:  # no guided pass: verify the pose the solver will find from these
+                T = solve_pnp_ransac(q_uv[qi], X, pinhole, c["guided_radius"] * intr.width / 640.0 / 4, 300).T_map_cam
+            if T is not None:
+                views = [v for v in (keyframe_depth_view(self.map.keyframes[k]) for k in refs) if v is not None]
+                pts, grey = sample_query_points(frame.depth, intr, rgb=frame.rgb)
+                chk = dense_consistency(T, pts, views, query_grey=grey)
+                ev.dense_consistency, ev.dense_judged, ev.dense_samples = chk.consistency, chk.judged, chk.samples
+                ev.dense_photometric = chk.photometric
+
+    def _first_hypothesis(self, uv, X, xyz, pinhole):
+        """A rough pose to guide matching: PnP-RANSAC on the pooled matches and, with query depth, Kabsch-RANSAC;
+        the one with more reprojection inliers (at least guided_min_inliers), else None."""
+        c = self.conf
+        tau = 2.0 * pinhole.width / 640.0 * 4.0
+        cands = [solve_pnp_ransac(uv, X, pinhole, tau, 300).T_map_cam]
+        if xyz is not None and np.isfinite(xyz).all(1).sum() >= 3:
+            ok = np.isfinite(xyz).all(1)
+            cands.append(solve_rigid_ransac(xyz[ok], X[ok], 300).T_map_cam)
+        best, best_n = None, int(c["guided_min_inliers"]) - 1
+        for T in cands:
+            if T is None:
+                continue
+            r = reprojection_residuals(invert(T), uv, X, pinhole).reshape(-1, 2)
+            n = int((np.linalg.norm(r, axis=1) < tau).sum())
+            if n > best_n:
+                best, best_n = T, n
+        return best
 
 
 class PoseSolver:
@@ -217,17 +326,38 @@ class PoseSolver:
             est.timings["soft_inliers"] = soft
         else:
             res = solve_pnp_ransac(ev.image_points, ev.map_points, ev.intrinsics, tau, c["max_iterations"])
+            # RGB-D: a 3D-3D hypothesis too when PnP's support is thin (it rarely beats a well-supported PnP pose)
+            rgbd = self._rigid_hypothesis(ev, tau) if res.num_inliers < 3 * c["min_inliers"] else None
+            if rgbd is not None and rgbd.num_inliers > res.num_inliers:
+                res = rgbd
+                est.scores["hypothesis"] = "kabsch"
         est.inliers = res.num_inliers
         est.inlier_ratio = res.num_inliers / n
         est.timings["solve"] = time.perf_counter() - t0
+        est.candidate = res.T_map_cam
+        # every score first (benchmarks plot them for right and wrong hypotheses alike), then the gates
+        est.scores["coverage"] = coverage = inlier_coverage(ev.image_points[res.inliers], ev.intrinsics)
+        indep = res.inliers & ev.independent if len(ev.independent) == n else res.inliers
+        est.scores["independent_inliers"] = n_indep = int(indep.sum())
+        dense_why = self._dense_refusal(ev, est)
         if res.T_map_cam is None or est.inliers < c["min_inliers"]:
             est.reason = f"{est.inliers} inliers of {n} < min_inliers {c['min_inliers']}"
+            return est
+        if n_indep < c["min_independent_inliers"]:
+            est.reason = (f"{n_indep} inliers among the globally matched correspondences < "
+                          f"min_independent_inliers {c['min_independent_inliers']} (guided matches cannot vouch)")
             return est
         if soft is not None and soft < c["min_inliers"]:
             est.reason = f"soft inlier count {soft:.1f} < min_inliers {c['min_inliers']}"
             return est
         if est.inlier_ratio < min_ratio:
             est.reason = f"inlier ratio {est.inlier_ratio:.2f} < {min_ratio}"
+            return est
+        if coverage < c["min_inlier_coverage"]:
+            est.reason = f"inliers cover {coverage:.0%} of the image < {c['min_inlier_coverage']:.0%}"
+            return est
+        if dense_why:
+            est.reason = dense_why
             return est
         sigma = max(res.reprojection_rms, c["min_pixel_sigma"])
         if ev.method in SCENE_COORDINATE_METHODS:
@@ -236,7 +366,7 @@ class PoseSolver:
             sigma = max(sigma, 0.25 * tau)
         map_m, map_deg = self._map_sigma(ev)
         cov = pose_covariance(res.T_map_cam, ev.image_points[res.inliers], ev.map_points[res.inliers],
-                              ev.intrinsics, sigma, map_m, map_deg)
+                              ev.intrinsics, sigma, map_m, map_deg, views=max(1, len(ev.keyframe_ids)))
         pos_std = float(np.sqrt(max(np.trace(cov[:3, :3]), 0.0)))
         if not np.isfinite(pos_std) or pos_std > c["max_position_std"]:
             est.reason = f"position uncertainty {pos_std:.3f} m > {c['max_position_std']} m"
@@ -246,6 +376,57 @@ class PoseSolver:
         est.timings["solve"] = time.perf_counter() - t0
         return est
 
+
+    def _dense_refusal(self, ev: QueryEvidence, est: PoseEstimate) -> str:
+        """The query's surfaces must overlap the retrieved keyframes' (a pose that puts them where no keyframe
+        looked has nothing to support it) and agree with their depth; a pose the depth does not confirm (RGB-only
+        query, or agreement between the floor and the threshold) needs more hypothesis-independent inliers."""
+        c = self.conf
+        n_indep = est.scores.get("independent_inliers", 0)
+        unverified = ""
+        if len(ev.query_points) == 0 or ev.dense_samples == 0:
+            unverified = "no query depth to verify the pose"
+        else:
+            overlap = ev.dense_judged / ev.dense_samples
+            est.scores.update(dense_consistency=ev.dense_consistency, dense_overlap=overlap,
+                              dense_photometric=ev.dense_photometric)
+            if ev.dense_judged < c["min_dense_samples"] or overlap < c["min_dense_overlap"]:
+                return (f"query depth overlaps the retrieved keyframes' at {ev.dense_judged} of {ev.dense_samples} "
+                        f"samples ({overlap:.0%} < {c['min_dense_overlap']:.0%})")
+            if ev.dense_consistency < c["min_dense_consistency_floor"]:
+                return (f"query depth agrees with the map at {ev.dense_consistency:.0%} of {ev.dense_judged} "
+                        f"samples < {c['min_dense_consistency_floor']:.0%}")
+            if ev.dense_consistency < c["min_dense_consistency"]:
+                unverified = (f"query depth agrees with the map at only {ev.dense_consistency:.0%} "
+                              f"(< {c['min_dense_consistency']:.0%})")
+        if unverified and n_indep < c["min_independent_inliers_unverified"]:
+            return (f"{unverified}, and {n_indep} inliers among the global matches < "
+                    f"min_independent_inliers_unverified {c['min_independent_inliers_unverified']}")
+        return ""
+
+    def _rigid_hypothesis(self, ev: QueryEvidence, tau: float):
+        """RGB-D evidence: Kabsch-RANSAC on the pairs with query depth, then PnP on its reprojection inliers so that
+        both hypotheses are refined and scored alike (reprojection inliers at tau). None without query depth."""
+        qp = ev.query_points
+        if len(qp) != len(ev.image_points):
+            return None
+        ok = np.isfinite(qp).all(1)
+        if ok.sum() < self.conf["min_inliers"]:
+            return None
+        rig = solve_rigid_ransac(qp[ok], ev.map_points[ok], 512)
+        if rig.T_map_cam is None:
+            return None
+        r = reprojection_residuals(invert(rig.T_map_cam), ev.image_points, ev.map_points, ev.intrinsics)
+        inl = np.linalg.norm(r.reshape(-1, 2), axis=1) < 2 * tau
+        if inl.sum() < 4:
+            return None
+        sub = solve_pnp_ransac(ev.image_points[inl], ev.map_points[inl], ev.intrinsics, tau, 200)
+        if sub.T_map_cam is None:
+            return None
+        r = reprojection_residuals(invert(sub.T_map_cam), ev.image_points, ev.map_points, ev.intrinsics)
+        inliers = np.linalg.norm(r.reshape(-1, 2), axis=1) < tau
+        rms = float(np.sqrt(np.mean(r.reshape(-1, 2)[inliers] ** 2))) if inliers.any() else float("nan")
+        return PnPResult(sub.T_map_cam, inliers, rms)
 
     def _map_sigma(self, ev: QueryEvidence) -> tuple[float, float]:
         """The map's own statement of its pose accuracy when it has one, else the configured default."""

@@ -18,4 +18,12 @@ def test_launch_file_describes_three_nodes():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     ld = mod.generate_launch_description()
-    assert len([e for e in ld.entities if type(e).__name__ == "Node"]) == 3
+    nodes = [e for e in ld.entities if type(e).__name__ == "Node"]
+    assert len(nodes) == 4  # the three relocal nodes + the optional nav2_lifecycle_manager (use_lifecycle_manager)
+    args = {e.name for e in ld.entities if type(e).__name__ == "DeclareLaunchArgument"}
+    assert {"params_file", "map_path", "namespace", "use_sim_time", "autostart", "use_lifecycle_manager"} <= args
+
+
+def test_launch_file_compiles():
+    """launch_ros is not on PyPI: at least the file is valid Python everywhere."""
+    compile((REPO / "launch" / "relocal.launch.py").read_text(), "relocal.launch.py", "exec")

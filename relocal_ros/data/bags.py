@@ -12,6 +12,11 @@ RealSense reads the same way as one written here:
   /ground_truth/pose                                  geometry_msgs/PoseStamped, frame "map", camera-to-map pose
                                                       of the optical frame (only frames with a known pose)
 
+Robots record images through image_transport: `…/image_raw/compressed` (sensor_msgs/CompressedImage, JPEG or PNG)
+and `…/aligned_depth_to_color/image_raw/compressedDepth` (PNG behind compressedDepth's 12-byte header). BagSource
+reads those by itself when the raw image topics are absent (images.py decodes them), and write_bag(compressed=True)
+writes only those (COMPRESSED_SUFFIX, COMPRESSED_DEPTH_SUFFIX), as such a robot's bag holds them.
+
 Older wrappers (< 4.51) drop the doubled namespace (/camera/color/image_raw ...): REALSENSE_LEGACY_TOPICS, and
 BagSource(topics=None) picks whichever of the two the bag holds. camera_link here coincides with the colour
 optical centre (the dataset gives no camera body frame), rotated by the standard optical rotation.
@@ -22,6 +27,7 @@ times equal header stamps, or are spaced 1/rate_hz apart when rate_hz is given (
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,12 +37,14 @@ import numpy as np
 
 from relocal_ros.data.frames import RGBDFrame
 from relocal_ros.data.stamps import stamp_from_sec_nanosec, stamp_to_sec_nanosec
-from relocal_ros.data.images import depth_from_msg, numpy_to_image_msg, rgb_from_msg
+from relocal_ros.data.images import (compress_depth_mm, compress_rgb, depth_from_msg, numpy_to_image_msg,
+                                     rgb_from_msg)
+from relocal_ros.errors import UserInputError
 from relocal_ros.geometry.camera import Intrinsics
 from relocal_ros.geometry.poses import T_from_tq, is_rigid, tq_from_T
 
 
-class BagReadError(RuntimeError):
+class BagReadError(UserInputError):
     """The path is not a readable ROS 2 bag, or lacks what a frame source needs."""
 
 
@@ -69,6 +77,14 @@ STORAGES = ("mcap", "sqlite3")
 SYNC_TOLERANCE_S = 0.020
 _NS = 10**9
 _IMAGE, _INFO, _POSE = "sensor_msgs/msg/Image", "sensor_msgs/msg/CameraInfo", "geometry_msgs/msg/PoseStamped"
+_COMPRESSED = "sensor_msgs/msg/CompressedImage"
+COMPRESSED_SUFFIX, COMPRESSED_DEPTH_SUFFIX = "/compressed", "/compressedDepth"  # image_transport's topic names
+
+
+def compressed_topics(topics: BagTopics) -> BagTopics:
+    """The image_transport names of the colour (`compressed`) and depth (`compressedDepth`) topics."""
+    return dataclasses.replace(topics, color=topics.color + COMPRESSED_SUFFIX,
+                               depth=topics.depth + COMPRESSED_DEPTH_SUFFIX)
 
 
 def _typestore():
@@ -112,8 +128,13 @@ def _latched_qos():
 
 
 def write_bag(frames: Iterable[RGBDFrame], out_path, storage: str = "mcap", rate_hz: float | None = None,
-              topics: BagTopics = DEFAULT_TOPICS, frame_ids: BagFrameIds = DEFAULT_FRAME_IDS) -> Path:
+              topics: BagTopics = DEFAULT_TOPICS, frame_ids: BagFrameIds = DEFAULT_FRAME_IDS,
+              compressed: bool = False, jpeg_quality: int = 95) -> Path:
     """Write frames as a ROS 2 bag directory out_path (metadata.yaml + one .mcap or .db3 file).
+
+    compressed=True writes colour only as image_transport `compressed` (JPEG, jpeg_quality as the transport's
+    default 95) and depth only as `compressedDepth` (16UC1 PNG), on `<topic>/compressed` and
+    `<topic>/compressedDepth`, as a robot that records through image_transport does.
 
     Without rate_hz the frame stamps must increase (they become the receive times, i.e. the playback timing);
     with rate_hz the receive times are first stamp + i / rate_hz and the header stamps keep the frame stamps.
@@ -131,12 +152,13 @@ def write_bag(frames: Iterable[RGBDFrame], out_path, storage: str = "mcap", rate
     ts = _typestore()
     T = ts.types
     writer = Writer(out_path, version=9, storage_plugin=plugins[storage])
+    image_topics, image_type = (compressed_topics(topics), _COMPRESSED) if compressed else (topics, _IMAGE)
     try:
         writer.open()
         conn = {
-            "color": writer.add_connection(topics.color, _IMAGE, typestore=ts),
+            "color": writer.add_connection(image_topics.color, image_type, typestore=ts),
             "color_info": writer.add_connection(topics.color_info, _INFO, typestore=ts),
-            "depth": writer.add_connection(topics.depth, _IMAGE, typestore=ts),
+            "depth": writer.add_connection(image_topics.depth, image_type, typestore=ts),
             "depth_info": writer.add_connection(topics.depth_info, _INFO, typestore=ts),
             "ground_truth": writer.add_connection(topics.ground_truth, _POSE, typestore=ts),
             "tf_static": writer.add_connection(topics.tf_static, "tf2_msgs/msg/TFMessage", typestore=ts,
@@ -172,13 +194,23 @@ def write_bag(frames: Iterable[RGBDFrame], out_path, storage: str = "mcap", rate
             if (w, h) != (intr.width, intr.height):
                 raise ValueError(f"frame {frame.stamp}: image {w}x{h} but intrinsics {intr.width}x{intr.height}")
             header = _header(T, sec, nanosec, frame_ids.optical)
-            put("color", numpy_to_image_msg(frame.rgb, "rgb8", header, T[_IMAGE]), _IMAGE, recv_ns)
+            if compressed:
+                fmt, data = compress_rgb(frame.rgb, "jpeg", jpeg_quality)
+                put("color", T[_COMPRESSED](header=header, format=fmt, data=np.frombuffer(data, np.uint8)),
+                    _COMPRESSED, recv_ns)
+            else:
+                put("color", numpy_to_image_msg(frame.rgb, "rgb8", header, T[_IMAGE]), _IMAGE, recv_ns)
             put("color_info", _camera_info(T, header, intr), _INFO, recv_ns)
             if frame.depth is not None:
                 if frame.depth.shape != (h, w):
                     raise ValueError(f"frame {frame.stamp}: depth {frame.depth.shape} not aligned to colour {(h, w)}")
-                depth_msg = numpy_to_image_msg(_depth_millimetres(frame.depth), "16UC1", header, T[_IMAGE])
-                put("depth", depth_msg, _IMAGE, recv_ns)
+                if compressed:
+                    fmt, data = compress_depth_mm(_depth_millimetres(frame.depth))
+                    put("depth", T[_COMPRESSED](header=header, format=fmt, data=np.frombuffer(data, np.uint8)),
+                        _COMPRESSED, recv_ns)
+                else:
+                    depth_msg = numpy_to_image_msg(_depth_millimetres(frame.depth), "16UC1", header, T[_IMAGE])
+                    put("depth", depth_msg, _IMAGE, recv_ns)
                 put("depth_info", _camera_info(T, header, intr), _INFO, recv_ns)
             if frame.pose is not None:
                 if not is_rigid(frame.pose):
@@ -203,11 +235,12 @@ def write_bag(frames: Iterable[RGBDFrame], out_path, storage: str = "mcap", rate
 
 
 def bag_from_dataset(source, out_path, storage: str = "mcap", rate_hz: float | None = None,
-                     topics: BagTopics = DEFAULT_TOPICS) -> Path:
-    """`relocal bag-from-dataset`: every frame of a FrameSource into a bag, with a progress bar."""
+                     topics: BagTopics = DEFAULT_TOPICS, compressed: bool = False) -> Path:
+    """`relocal bag-from-dataset`: every frame of a FrameSource into a bag, with a progress bar; compressed=True:
+    JPEG colour and compressedDepth PNG depth only (write_bag)."""
     from tqdm import tqdm
     return write_bag(tqdm(source, total=len(source), desc=f"bag {Path(out_path).name}", unit="frame"),
-                     out_path, storage=storage, rate_hz=rate_hz, topics=topics)
+                     out_path, storage=storage, rate_hz=rate_hz, topics=topics, compressed=compressed)
 
 
 # ---------------------------------------------------------------------------------------------------- reading
@@ -262,27 +295,35 @@ class BagSource:
 
     # -- indexing
 
-    def _connections(self, topic: str, msgtype: str) -> list:
+    def _connections(self, topic: str, msgtype: str | tuple) -> list:
+        allowed = (msgtype,) if isinstance(msgtype, str) else msgtype
         conns = [c for c in self._reader.connections if c.topic == topic]
-        wrong = [c.msgtype for c in conns if c.msgtype != msgtype]
+        wrong = [c.msgtype for c in conns if c.msgtype not in allowed]
         if wrong:
-            raise BagReadError(f"{self.path}: topic {topic} carries {wrong[0]}, expected {msgtype}")
+            raise BagReadError(f"{self.path}: topic {topic} carries {wrong[0]}, expected {' or '.join(allowed)}")
         return conns
 
     def _pick_topics(self, topics: BagTopics | None) -> BagTopics:
+        """The given (or a RealSense) topic set; where its raw image topics are absent, image_transport's
+        `/compressed` colour and `/compressedDepth` (else `/compressed`) depth topics of the same base names."""
         present = {c.topic for c in self._reader.connections}
         candidates = [topics] if topics is not None else [REALSENSE_TOPICS, REALSENSE_LEGACY_TOPICS]
         for cand in candidates:
-            if cand.color in present:
-                return cand
-        images = sorted({c.topic for c in self._reader.connections if c.msgtype == _IMAGE})
+            color = next((t for t in (cand.color, cand.color + COMPRESSED_SUFFIX) if t in present), None)
+            if color is None:
+                continue
+            depth = next((t for t in (cand.depth, cand.depth + COMPRESSED_DEPTH_SUFFIX, cand.depth + COMPRESSED_SUFFIX)
+                          if t in present), cand.depth)
+            return dataclasses.replace(cand, color=color, depth=depth)
+        images = sorted({c.topic for c in self._reader.connections if c.msgtype in (_IMAGE, _COMPRESSED)})
         raise BagReadError(f"{self.path}: no colour image topic {' or '.join(c.color for c in candidates)}; "
-                           f"image topics in this bag: {', '.join(images) or 'none'}")
+                           f"image topics in this bag: {', '.join(images) or 'none'} (image_transport "
+                           f"'{COMPRESSED_SUFFIX}' variants were looked for too)")
 
     def _index(self) -> None:
         t = self.topics
-        self._color_conns = self._connections(t.color, _IMAGE)
-        self._depth_conns = self._connections(t.depth, _IMAGE)
+        self._color_conns = self._connections(t.color, (_IMAGE, _COMPRESSED))
+        self._depth_conns = self._connections(t.depth, (_IMAGE, _COMPRESSED))
         info_conns = self._connections(t.color_info, _INFO)
         gt_conns = self._connections(t.ground_truth, _POSE)
         if not info_conns:

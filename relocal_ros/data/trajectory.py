@@ -32,6 +32,28 @@ def format_tum_line(stamp: str, T: np.ndarray) -> str:
     return f"{stamp} " + " ".join(f"{v:.6f}" for v in (*t, *q))
 
 
+def format_covariance_line(stamp: str, covariance: np.ndarray) -> str:
+    """COV.txt line: the stamp as in EST.txt, then the 36 entries of the row-major 6x6 covariance (ROS order)."""
+    return f"{stamp} " + " ".join(f"{v:.9g}" for v in np.asarray(covariance, float).reshape(36))
+
+
+def read_covariances(path: Path) -> dict[str, np.ndarray]:
+    """COV.txt -> {stamp as written: 6x6}."""
+    out = {}
+    for lineno, line in enumerate(Path(path).read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) != 37:
+            raise ValueError(f"{path}:{lineno}: expected a stamp and 36 covariance entries, got {len(parts)} fields")
+        C = np.array([float(v) for v in parts[1:]]).reshape(6, 6)
+        if not np.all(np.isfinite(C)):
+            raise ValueError(f"{path}:{lineno}: non-finite covariance entry")
+        out[parts[0]] = C
+    return out
+
+
 def write_tum_trajectory(path: Path, stamps, poses, header: str = "") -> None:
     lines = [f"# {h}" for h in header.splitlines()] + [format_tum_line(s, T) for s, T in zip(stamps, poses)]
     Path(path).write_text("\n".join(lines) + "\n")

@@ -101,3 +101,42 @@ def mahalanobis_sq(T_est: np.ndarray, covariance: np.ndarray, T_gt: np.ndarray) 
     d_pos = float(e[:3] @ np.linalg.solve(C[:3, :3], e[:3]))
     d_all = float(e @ np.linalg.solve(C, e))
     return d_pos, d_all
+
+
+@dataclass
+class CoverageReport:
+    n: int                 # estimates with both a covariance and ground truth
+    inside_position: int   # ground truth inside the 95 % ellipsoid of the position (3-DoF)
+    inside_pose: int       # ... of the full pose (6-DoF)
+    missing_covariance: int
+
+    def format(self) -> str:
+        if self.n == 0:
+            return "covariance: no estimate has both a covariance line and ground truth"
+        out = (f"ground truth inside the published 95 % ellipsoid: position (3-DoF) "
+               f"{100 * self.inside_position / self.n:.1f} %, full pose (6-DoF) {100 * self.inside_pose / self.n:.1f} %"
+               f" of {self.n} estimates (well calibrated: 90-97 %)")
+        if self.missing_covariance:
+            out += f"\nestimates without a covariance line: {self.missing_covariance}"
+        return out
+
+
+def covariance_coverage(est_path, cov_path, gt_path) -> CoverageReport:
+    """Share of ground-truth poses inside the 95 % ellipsoid of each estimate's published covariance."""
+    from relocal_ros.data.trajectory import read_covariances
+    stamps, poses = read_tum_trajectory(est_path)
+    covs = read_covariances(cov_path)
+    lookup, _ = load_ground_truth(gt_path)
+    n = in3 = in6 = missing = 0
+    for s, T in zip(stamps, poses):
+        gt = lookup(s)
+        if gt is None:
+            continue
+        if s not in covs:
+            missing += 1
+            continue
+        d3, d6 = mahalanobis_sq(T, covs[s], gt)
+        n += 1
+        in3 += d3 < CHI2_95[3]
+        in6 += d6 < CHI2_95[6]
+    return CoverageReport(n, in3, in6, missing)

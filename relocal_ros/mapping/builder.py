@@ -12,7 +12,8 @@ from relocal_ros.matching.features import make_extractor
 from relocal_ros.retrieval.vlad import VladAggregator, learn_vocabulary
 
 log = logging.getLogger(__name__)
-MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+from relocal_ros.resources import models_dir  # noqa: E402  (source tree, installed share/ or ament index)
+MODELS_DIR = models_dir()
 DEFAULT_BUILD_CONF = {
     "extractor": "xfeat",
     "extractor_conf": {},

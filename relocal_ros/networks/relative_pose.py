@@ -26,7 +26,8 @@ from relocal_ros.networks.exrenet import (XFEAT_SIZE, ExReNet, canonical_view, l
                                           summarize_samples, xfeat_input)
 
 log = logging.getLogger(__name__)
-MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+from relocal_ros.resources import models_dir  # noqa: E402  (source tree, installed share/ or ament index)
+MODELS_DIR = models_dir()
 DEFAULT_WEIGHTS = MODELS_DIR / "exrenet_synthetic.pt"
 DEFAULT_CONF = {"weights": "", "backend": "auto", "mc_samples": 100, "threads": 2, "seed": 0}
 

@@ -45,7 +45,8 @@ STRIDES = (32, 16, 8)             # pyramid levels, coarse to fine
 LEVEL_SIZES = tuple((NET_W // s, NET_H // s) for s in STRIDES)  # (w, h): (5, 4), (10, 8), (20, 16)
 FEAT_DIM = 64
 WIDE = 4                          # finer levels sample k of the WIDE * k nearest scene points
-DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "models" / "sanet_xfeat_synth.pt"
+from relocal_ros.resources import model_path  # noqa: E402  (source tree, installed share/ or ament index)
+DEFAULT_WEIGHTS = model_path("sanet_xfeat_synth.pt")
 
 DEFAULT_CONF = {
     "weights": "",               # "" = the shipped models/sanet_xfeat_synth.pt

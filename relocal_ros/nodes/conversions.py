@@ -105,7 +105,34 @@ def evidence_to_msg(ev: QueryEvidence, header):
     m.inference_seconds = float(ev.inference_seconds)
     m.refusal = ev.refusal
     m.map_pose_sigma_m, m.map_pose_sigma_deg = float(ev.map_sigma_m), float(ev.map_sigma_deg)
+    _optional_to_msg(ev, m)
     return m
+
+
+# QueryEvidence fields that relocal_msgs carries only from some version on: transported when the message has them
+# (bool[] independent, float32[] query_points (3N), float64 dense_consistency / dense_photometric,
+# uint32 dense_judged / dense_samples); otherwise the dataclass defaults apply on the solver side.
+_OPTIONAL_ARRAYS = {"independent": (bool, None), "query_points": (np.float32, 3)}
+_OPTIONAL_SCALARS = {"dense_consistency": float, "dense_photometric": float, "dense_judged": int, "dense_samples": int}
+
+
+def _optional_to_msg(ev, m) -> None:
+    for name, (dtype, _) in _OPTIONAL_ARRAYS.items():
+        if hasattr(m, name) and hasattr(ev, name):
+            setattr(m, name, [dtype(v) for v in np.asarray(getattr(ev, name), dtype).reshape(-1)])
+    for name, kind in _OPTIONAL_SCALARS.items():
+        if hasattr(m, name) and hasattr(ev, name):
+            setattr(m, name, kind(getattr(ev, name)))
+
+
+def _optional_from_msg(m, ev) -> None:
+    for name, (dtype, width) in _OPTIONAL_ARRAYS.items():
+        if hasattr(m, name) and hasattr(ev, name):
+            arr = np.asarray(getattr(m, name), dtype)
+            setattr(ev, name, arr.reshape(-1, width) if width else arr)
+    for name, kind in _OPTIONAL_SCALARS.items():
+        if hasattr(m, name) and hasattr(ev, name):
+            setattr(ev, name, kind(getattr(m, name)))
 
 
 def evidence_from_msg(m) -> QueryEvidence:
@@ -121,6 +148,7 @@ def evidence_from_msg(m) -> QueryEvidence:
                        np.asarray(m.map_points, np.float32).reshape(-1, 3),
                        np.asarray(m.weights, np.float32), [int(k) for k in m.keyframe_ids], hyps,
                        float(m.inference_seconds), m.refusal, float(m.map_pose_sigma_m), float(m.map_pose_sigma_deg))
+    _optional_from_msg(m, ev)
     if not ev.refusal and intr is None:
         ev.refusal = "evidence without camera intrinsics"
     if len(ev.image_points) != len(ev.map_points) or len(ev.weights) != len(ev.image_points):

@@ -1,24 +1,37 @@
-"""Inference node: colour (+ optional aligned depth) + camera_info in, relocal_msgs/QueryEvidence out.
+"""Inference node (lifecycle): colour (+ optional aligned depth) + camera_info in, relocal_msgs/QueryEvidence out.
 Retrieval and matching run in a worker thread on the newest complete frame only; frames that arrive while it is
-busy are dropped and counted, so latency stays bounded whatever the camera rate."""
+busy are dropped and counted, so latency stays bounded whatever the camera rate. `image_transport: compressed`
+subscribes to image_transport's `<color_topic>/compressed` (JPEG/PNG) and `<depth_topic>/compressedDepth`
+instead of the raw topics, as a robot streaming over Wi-Fi publishes them; they are decoded in the worker.
+configure loads the map and the networks, activate subscribes, deactivate unsubscribes, cleanup frees the map."""
 from __future__ import annotations
 
 import threading
 import time
 
-from rclpy.node import Node
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import String
 
 from relocal_ros.frame_sync import FrameSynchronizer
 from relocal_ros.nodes.conversions import evidence_to_msg, frame_from_msgs, msg_stamp_str, stamp_ns
-from relocal_ros.nodes.node_utils import (LATCHED_QOS, RELIABLE_QOS, Diagnostics, LatestFrameWorker, Throttle, declare,
-                                          image_qos, run_node)
+from relocal_ros.nodes.node_utils import (LATCHED_QOS, RELIABLE_QOS, Diagnostics, LatestFrameWorker, ManagedNode,
+                                          Throttle, declare, image_qos, run_node)
+
+IMAGE_TRANSPORTS = ("raw", "compressed")
 
 
-class InferenceNode(Node):
-    def __init__(self):
-        super().__init__("inference_node")
+def transport_topics(transport: str, color: str, depth: str) -> tuple[type, str, str]:
+    """(message type, colour topic, depth topic) for an image_transport name, as image_transport names them."""
+    if transport == "raw":
+        return Image, color, depth
+    if transport == "compressed":
+        return CompressedImage, color + "/compressed", depth + "/compressedDepth"
+    raise ValueError(f"image_transport must be one of {IMAGE_TRANSPORTS}, got {transport!r}")
+
+
+class InferenceNode(ManagedNode):
+    def __init__(self, **kwargs):
+        super().__init__("inference_node", **kwargs)
         self.map_path = declare(self, "map_path", "", "keyframe map directory (relocal build-map output)")
         self.method = declare(self, "method", "xfeat_pnp", "localization method: xfeat_pnp, xfeat_relative, "
                               "exrenet, sanet, dsacpp")
@@ -29,28 +42,50 @@ class InferenceNode(Node):
         self.num_references = declare(self, "num_references", 3, "keyframes matched per query", 1, 20)
         self.min_similarity = declare(self, "min_similarity", 0.8, "descriptor similarity of a match", 0.0, 1.0)
         self.max_pair_dt = declare(self, "max_pair_dt", 0.02, "max stamp difference colour/depth (s)", 0.0, 1.0)
-        color = declare(self, "color_topic", "/camera/camera/color/image_raw", "colour image topic")
-        depth = declare(self, "depth_topic", "/camera/camera/aligned_depth_to_color/image_raw", "aligned depth topic")
-        info = declare(self, "camera_info_topic", "/camera/camera/color/camera_info", "camera_info topic")
-        qos = image_qos(declare(self, "reliable_images", False, "subscribe to images reliably (only matches "
-                                "reliable publishers, e.g. bag replay); default best effort (sensor data)"))
+        self.color_topic = declare(self, "color_topic", "/camera/camera/color/image_raw", "colour image topic")
+        self.depth_topic = declare(self, "depth_topic", "/camera/camera/aligned_depth_to_color/image_raw",
+                                   "aligned depth topic")
+        self.info_topic = declare(self, "camera_info_topic", "/camera/camera/color/camera_info", "camera_info topic")
+        self.image_transport = declare(self, "image_transport", "raw", "raw, or compressed: subscribe to "
+                                       "<color_topic>/compressed and <depth_topic>/compressedDepth (image_transport)")
+        self.qos = image_qos(declare(self, "reliable_images", False, "subscribe to images reliably (only matches "
+                                     "reliable publishers, e.g. bag replay); default best effort (sensor data)"))
+        transport_topics(self.image_transport, "", "")  # an unknown transport stops the node at start
+        self._initial_map_path = self.map_path
+        self.engine = self.diag = None
+        self._engine_lock = threading.Lock()
 
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    def configure(self) -> None:
         self.diag = Diagnostics(self, "inference")
         self.throttle = Throttle()
         self.sync = FrameSynchronizer(use_depth=self.use_depth, max_dt_s=self.max_pair_dt)
-        self.engine = None
-        self._engine_lock = threading.Lock()
-        self.pub = self.create_publisher(self._evidence_type(), "relocalization/evidence", RELIABLE_QOS)
+        self.map_path = self.map_path or self._initial_map_path
         if self.map_path:  # before subscribing: early images must not be refused for want of a map
             self._load_map(self.map_path)
         else:
             self.diag.problem = "no map: set map_path or wait for relocalization/map_updated"
-        self.create_subscription(Image, color, self._on_color, qos)
-        if self.use_depth:
-            self.create_subscription(Image, depth, lambda m: self.sync.add_depth(stamp_ns(m.header.stamp), m), qos)
-        self.create_subscription(CameraInfo, info, self._on_camera_info, qos)
-        self.create_subscription(String, "relocalization/map_updated", self._on_map_updated, LATCHED_QOS)
+
+    def activate(self) -> None:
+        msg_type, color, depth = transport_topics(self.image_transport, self.color_topic, self.depth_topic)
+        self.pub = self.open_publisher(self._evidence_type(), "relocalization/evidence", RELIABLE_QOS)
         self.worker = LatestFrameWorker(self, self.sync, self._process, self.diag, "image")
+        self.open_subscription(msg_type, color, self._on_color, self.qos)
+        if self.use_depth:
+            self.open_subscription(msg_type, depth, lambda m: self.sync.add_depth(stamp_ns(m.header.stamp), m),
+                                   self.qos)
+        self.open_subscription(CameraInfo, self.info_topic, self._on_camera_info, self.qos)
+        self.open_subscription(String, "relocalization/map_updated", self._on_map_updated, LATCHED_QOS)
+        self.diag.values["image_topic"] = color
+
+    def deactivate(self) -> None:
+        self.worker.stop()
+
+    def cleanup(self) -> None:
+        with self._engine_lock:
+            self.engine = None
+        self.diag.close()
+        self.sync = None
 
     @staticmethod
     def _evidence_type():
@@ -90,7 +125,7 @@ class InferenceNode(Node):
         if self.diag.problem.startswith("no camera_info"):
             self.diag.problem = "" if self.engine is not None else "no map loaded"
 
-    def _on_color(self, msg: Image) -> None:
+    def _on_color(self, msg) -> None:
         self.sync.add_color(stamp_ns(msg.header.stamp), msg)
         self.diag.count("images_received")
         if not self.sync.has_camera_info:
@@ -122,10 +157,6 @@ class InferenceNode(Node):
             self.diag.values["last_refusal"] = ev.refusal
         self.diag.count("evidence_published")
         self.pub.publish(evidence_to_msg(ev, header))
-
-    def destroy_node(self):
-        self.worker.stop()
-        return super().destroy_node()
 
 
 def main(args=None):

@@ -1,80 +1,137 @@
-"""Keyframe indexer node. Localization mode (mapping: false) loads the map and announces it; mapping mode
-(mapping: true) also subscribes colour + aligned depth + camera_info + the mapping pose (a PoseStamped
-camera-to-map topic, e.g. a SLAM system's or the ground truth of a bag, or TF map->camera), selects keyframes by
-distance/angle, encodes and indexes them online, and saves the map atomically (service ~/save_map, and every
-`autosave_keyframes`). Each save or load is announced on relocalization/map_updated (latched) so the inference
-node reloads."""
+"""Keyframe indexer node (lifecycle). Localization mode (mapping: false) loads the map and announces it; mapping
+mode (mapping: true) also subscribes colour + aligned depth + camera_info (raw, or image_transport `compressed` /
+`compressedDepth` with `image_transport: compressed`) and takes each image's camera pose in the map from
+
+* `pose_source: tf` — TF map_frame -> camera at the image stamp: the Nav2 path (AMCL or a SLAM system
+  publishes map->odom, the base publishes odom->base_link, the robot description base_link->camera);
+* `pose_source: topic` — `mapping_pose_topic` of `mapping_pose_type` PoseStamped, PoseWithCovarianceStamped
+  (e.g. amcl_pose) or Odometry, in any frame: the pose of `mapping_pose_frame` (Odometry: its child_frame_id;
+  '' = the camera itself), interpolated to the image stamp and composed with TF (map -> the pose's header frame,
+  the pose's frame -> camera) — see pose_history.py;
+
+selects keyframes by distance/angle, encodes and indexes them online, and saves the map atomically (service
+~/save_map, and every `autosave_keyframes`). Each save or load is announced on relocalization/map_updated
+(latched) so the inference node reloads."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
-from geometry_msgs.msg import PoseStamped
-from rclpy.node import Node
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from relocal_ros.frame_sync import FrameSynchronizer
 from relocal_ros.mapping.keyframe_map import KeyframeMap, KeyframeSelector, MapFormatError
-from relocal_ros.nodes.conversions import T_from_pose_msg, frame_from_msgs, stamp_ns
-from relocal_ros.nodes.node_utils import (LATCHED_QOS, Diagnostics, LatestFrameWorker, Throttle, declare, image_qos,
-                                          run_node)
+from relocal_ros.nodes.conversions import frame_from_msgs, stamp_ns
+from relocal_ros.nodes.inference_node import transport_topics
+from relocal_ros.nodes.node_utils import (LATCHED_QOS, Diagnostics, LatestFrameWorker, ManagedNode, Throttle, declare,
+                                          image_qos, run_node)
+from relocal_ros.nodes.pose_history import POSE_MSG_TYPES, PoseHistory, StampedPose, pose_from_msg
 from relocal_ros.nodes.tf_io import TfIO
 
 
-class KeyframeIndexerNode(Node):
-    def __init__(self):
-        super().__init__("keyframe_indexer")
+def pose_msg_class(name: str):
+    from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
+    from nav_msgs.msg import Odometry
+    return {"PoseStamped": PoseStamped, "PoseWithCovarianceStamped": PoseWithCovarianceStamped,
+            "Odometry": Odometry}[name]
+
+
+class KeyframeIndexerNode(ManagedNode):
+    def __init__(self, **kwargs):
+        super().__init__("keyframe_indexer", **kwargs)
         self.map_path = declare(self, "map_path", "", "keyframe map directory")
         self.mapping = declare(self, "mapping", False, "add keyframes online from the mapping pose")
-        self.pose_source = declare(self, "pose_source", "topic", "'topic' (mapping/pose) or 'tf' (map->camera)")
-        self.map_frame = declare(self, "map_frame", "map", "frame of the mapping poses")
-        min_t = declare(self, "min_translation", 0.05, "keyframe spacing (m)", 0.0, 10.0)
-        min_r = declare(self, "min_rotation_deg", 5.0, "keyframe spacing (deg)", 0.0, 180.0)
+        self.pose_source = declare(self, "pose_source", "topic", "'topic' (mapping_pose_topic) or 'tf' (map->camera "
+                                   "from TF: the Nav2 path)")
+        self.map_frame = declare(self, "map_frame", "map", "frame of the map")
+        self.pose_topic = declare(self, "mapping_pose_topic", "mapping/pose", "pose_source topic: the pose topic")
+        self.pose_type = declare(self, "mapping_pose_type", "PoseStamped", "pose_source topic: PoseStamped, "
+                                 "PoseWithCovarianceStamped (e.g. amcl_pose) or Odometry")
+        self.pose_frame = declare(self, "mapping_pose_frame", "", "pose_source topic: the frame whose pose the "
+                                  "topic gives (e.g. base_link); '' = Odometry's child_frame_id, else the camera")
+        self.pose_wait = declare(self, "mapping_pose_wait", 0.2, "wait this long for the pose after an image (s)",
+                                 0.0, 5.0)
+        self.pose_max_interval = declare(self, "mapping_pose_max_interval", 0.5, "never interpolate between two "
+                                         "poses further apart (s)", 0.0, 10.0)
+        self.min_t = declare(self, "min_translation", 0.05, "keyframe spacing (m)", 0.0, 10.0)
+        self.min_r = declare(self, "min_rotation_deg", 5.0, "keyframe spacing (deg)", 0.0, 180.0)
         self.autosave = declare(self, "autosave_keyframes", 50, "save after this many new keyframes (0: never)", 0, 100000)
         self.bootstrap = declare(self, "bootstrap_keyframes", 20, "keyframes to learn a vocabulary from when a "
                                  "new map has none", 2, 10000)
         self.global_descriptor = declare(self, "global_descriptor", "xfeat_vlad", "retrieval descriptor of a new "
                                          "map: xfeat_vlad, netvlad or densevlad")
-        color = declare(self, "color_topic", "/camera/camera/color/image_raw", "colour image topic")
-        depth = declare(self, "depth_topic", "/camera/camera/aligned_depth_to_color/image_raw", "aligned depth topic")
-        info = declare(self, "camera_info_topic", "/camera/camera/color/camera_info", "camera_info topic")
-        qos = image_qos(declare(self, "reliable_images", False, "subscribe to images reliably (only matches "
-                                "reliable publishers, e.g. bag replay); default best effort (sensor data)"))
+        self.color_topic = declare(self, "color_topic", "/camera/camera/color/image_raw", "colour image topic")
+        self.depth_topic = declare(self, "depth_topic", "/camera/camera/aligned_depth_to_color/image_raw",
+                                   "aligned depth topic")
+        self.info_topic = declare(self, "camera_info_topic", "/camera/camera/color/camera_info", "camera_info topic")
+        self.image_transport = declare(self, "image_transport", "raw", "raw, or compressed: subscribe to "
+                                       "<color_topic>/compressed and <depth_topic>/compressedDepth (image_transport)")
+        self.qos = image_qos(declare(self, "reliable_images", False, "subscribe to images reliably (only matches "
+                                     "reliable publishers, e.g. bag replay); default best effort (sensor data)"))
         if self.pose_source not in ("topic", "tf"):
             raise ValueError(f"pose_source must be 'topic' or 'tf', got {self.pose_source!r}")
+        if self.pose_type not in POSE_MSG_TYPES:
+            raise ValueError(f"mapping_pose_type must be one of {POSE_MSG_TYPES}, got {self.pose_type!r}")
+        transport_topics(self.image_transport, "", "")
+        if self.mapping and not self.map_path:
+            raise ValueError("mapping needs map_path (where the map is saved)")
+        self.map: KeyframeMap | None = None
+        self.diag = self.tf = None
+        self._map_lock = threading.Lock()
 
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    def configure(self) -> None:
         self.diag = Diagnostics(self, "keyframe indexer")
         self.throttle = Throttle()
-        self.map: KeyframeMap | None = None
-        self._map_lock = threading.Lock()
-        self.selector = KeyframeSelector(min_t, min_r)
+        self.selector = KeyframeSelector(self.min_t, self.min_r)
         self._pending_bootstrap = []
         self._since_save = 0
+        self.poses = PoseHistory(self.pose_max_interval)
         self.updated_pub = self.create_publisher(String, "relocalization/map_updated", LATCHED_QOS)
-        self.create_service(Trigger, "~/save_map", self._on_save)
-        self.create_service(Trigger, "~/load_map", self._on_load)
         if self.map_path and (Path(self.map_path) / "CURRENT").exists():
             self._load()
         elif not self.mapping:
             self.get_logger().error(f"no map at '{self.map_path}' and mapping is off: nothing to serve")
             self.diag.problem = "no map"
+
+    def activate(self) -> None:
+        self.open_service(Trigger, "~/save_map", self._on_save)
+        self.open_service(Trigger, "~/load_map", self._on_load)
+        if self.map is not None:
+            self._announce()
+        if not self.mapping:
+            return
+        msg_type, color, depth = transport_topics(self.image_transport, self.color_topic, self.depth_topic)
+        self.sync = FrameSynchronizer(use_depth=True)
+        # TF: map -> camera (pose_source tf), or what composes a pose topic's frame with the camera
+        self.tf = TfIO(self)
+        self.worker = LatestFrameWorker(self, self.sync, self._process, self.diag, "mapping frame")
+        self.open_subscription(msg_type, color, self._on_color, self.qos)
+        self.open_subscription(msg_type, depth, lambda m: self.sync.add_depth(stamp_ns(m.header.stamp), m), self.qos)
+        self.open_subscription(CameraInfo, self.info_topic, self.sync.set_camera_info, self.qos)
+        if self.pose_source == "topic":
+            self.open_subscription(pose_msg_class(self.pose_type), self.pose_topic, self._on_pose, 50)
+
+    def deactivate(self) -> None:
         if self.mapping:
-            if not self.map_path:
-                raise ValueError("mapping needs map_path (where the map is saved)")
-            self.sync = FrameSynchronizer(use_depth=True, need_extra=(self.pose_source == "topic"))
-            self.tf = TfIO(self) if self.pose_source == "tf" else None
-            self.create_subscription(Image, color, self._on_color, qos)
-            self.create_subscription(Image, depth, lambda m: self.sync.add_depth(stamp_ns(m.header.stamp), m), qos)
-            self.create_subscription(CameraInfo, info, self.sync.set_camera_info, qos)
-            self.create_subscription(PoseStamped, "mapping/pose",
-                                     lambda m: self.sync.add_extra(stamp_ns(m.header.stamp), m), 50)
-            self.worker = LatestFrameWorker(self, self.sync, self._process, self.diag, "mapping frame")
+            self.worker.stop()
+            self.tf.close()
+            self.tf = None
+
+    def cleanup(self) -> None:
+        with self._map_lock:
+            self.map = None
+        self.destroy_publisher(self.updated_pub)
+        self.diag.close()
 
     # -- map lifecycle ---------------------------------------------------------------------------------------
     def _announce(self) -> None:
+        if self.map is None:
+            return
         self.updated_pub.publish(String(data=f"{self.map_path}\n{self.map.version}"))
 
     def _load(self) -> str:
@@ -119,9 +176,39 @@ class KeyframeIndexerNode(Node):
         return response
 
     # -- online keyframe insertion ---------------------------------------------------------------------------
-    def _on_color(self, msg: Image) -> None:
+    def _on_color(self, msg) -> None:
         self.sync.add_color(stamp_ns(msg.header.stamp), msg)
         self.worker.wake()
+
+    def _on_pose(self, msg) -> None:
+        t, T, header_frame, child = pose_from_msg(msg, self.pose_type)
+        self.poses.add(StampedPose(t, T, header_frame or self.map_frame, self.pose_frame or child))
+        self.worker.wake()  # a frame may have been waiting for this pose
+
+    def _camera_pose(self, t_ns: int, camera_frame: str) -> tuple[np.ndarray | None, str]:
+        """T_map_cam at the image stamp, or (None, why)."""
+        tf = self.tf
+        if self.pose_source == "tf":
+            T = tf.lookup(self.map_frame, camera_frame, t_ns, 0.1)
+            return T, "" if T is not None else f"no TF {self.map_frame} -> {camera_frame} at the image time"
+        deadline = time.monotonic() + self.pose_wait
+        while True:
+            p = self.poses.at(t_ns)
+            newest = self.poses.newest_ns()
+            if p is not None or time.monotonic() >= deadline or (newest is not None and newest > t_ns):
+                break
+            time.sleep(0.005)
+        if p is None:
+            return None, f"no {self.pose_type} on {self.pose_topic} around the image time"
+        frame = p.pose_frame or camera_frame
+        T_map_header = np.eye(4) if p.header_frame == self.map_frame else \
+            tf.lookup(self.map_frame, p.header_frame, t_ns, 0.1)
+        if T_map_header is None:
+            return None, f"no TF {self.map_frame} -> {p.header_frame} (the mapping pose's frame) at the image time"
+        T_frame_cam = np.eye(4) if frame == camera_frame else tf.lookup(frame, camera_frame, t_ns, 0.1)
+        if T_frame_cam is None:
+            return None, f"no TF {frame} -> {camera_frame} at the image time"
+        return T_map_header @ p.T @ T_frame_cam, ""
 
     def _process(self, fm) -> None:
         try:
@@ -130,16 +217,11 @@ class KeyframeIndexerNode(Node):
             self.throttle(self.get_logger(), "error", "bad_input", f"mapping frame refused: {e}")
             self.diag.count("bad_input")
             return
-        if fm.extra is not None:
-            if fm.extra.header.frame_id and fm.extra.header.frame_id != self.map_frame:
-                self.throttle(self.get_logger(), "error", "frame", f"mapping pose in '{fm.extra.header.frame_id}', "
-                              f"expected '{self.map_frame}'")
-                return
-            frame.pose = T_from_pose_msg(fm.extra.pose)
-        else:
-            frame.pose = self.tf.lookup(self.map_frame, fm.color.header.frame_id, fm.stamp_ns, 0.1)
+        frame.pose, why = self._camera_pose(fm.stamp_ns, fm.color.header.frame_id)
         if frame.pose is None or not np.all(np.isfinite(frame.pose)):
             self.diag.count("no_pose")
+            self.diag.values["last_no_pose"] = why or "non-finite pose"
+            self.throttle(self.get_logger(), "warning", "no_pose", f"mapping frame skipped: {why}")
             return
         if not self.selector.should_add(frame.pose):
             return
@@ -166,13 +248,6 @@ class KeyframeIndexerNode(Node):
         self._since_save = len(self.map)
         self._pending_bootstrap = []
         self.get_logger().info(f"vocabulary learned from the first {len(self.map)} keyframes")
-
-    def destroy_node(self):
-        if self.mapping:
-            self.worker.stop()
-            if self.tf is not None:
-                self.tf.close()
-        return super().destroy_node()
 
 
 def main(args=None):

@@ -1,14 +1,18 @@
-"""What the three nodes share: validated parameters, QoS profiles, /diagnostics, throttled logging."""
+"""What the three nodes share: the lifecycle base, validated parameters, QoS profiles, /diagnostics, throttled
+logging."""
 from __future__ import annotations
 
 import time
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
 SENSOR_QOS = qos_profile_sensor_data
 LATCHED_QOS = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
 RELIABLE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+# like amcl_pose: a late subscriber (a restarted EKF, an operator's RViz) gets the last pose at once
+POSE_QOS = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
 # Reliable image subscription for publishers that are reliable (bag replay, most drivers' default): large images
 # sent best-effort lose fragments under CPU load; depth 2 keeps the newest without queueing.
 RELIABLE_IMAGE_QOS = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
@@ -39,8 +43,13 @@ class Diagnostics:
         self.counts: dict[str, int] = {}
         self.values: dict[str, str] = {}
         self.problem = ""
+        self.error = ""   # an ERROR-level problem (e.g. a missing transform that blocks every pose); wins over problem
         self._pub = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        node.create_timer(period_s, self.publish)
+        self._timer = node.create_timer(period_s, self.publish)
+
+    def close(self) -> None:
+        self.node.destroy_timer(self._timer)
+        self.node.destroy_publisher(self._pub)
 
     def count(self, key: str, n: int = 1) -> None:
         self.counts[key] = self.counts.get(key, 0) + n
@@ -48,8 +57,9 @@ class Diagnostics:
     def publish(self) -> None:
         from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
         st = DiagnosticStatus(name=f"{self.node.get_name()}: {self.name}", hardware_id="relocal_ros")
-        st.level = DiagnosticStatus.WARN if self.problem else DiagnosticStatus.OK
-        st.message = self.problem or "ok"
+        st.level = DiagnosticStatus.ERROR if self.error else DiagnosticStatus.WARN if self.problem else \
+            DiagnosticStatus.OK
+        st.message = self.error or self.problem or "ok"
         st.values = [KeyValue(key=k, value=str(v)) for k, v in sorted(self.counts.items())] + \
                     [KeyValue(key=k, value=v) for k, v in sorted(self.values.items())]
         arr = DiagnosticArray(status=[st])
@@ -100,6 +110,7 @@ class LatestFrameWorker:
     def stop(self) -> None:
         self._stop = True
         self._wake.set()
+        self._thread.join(timeout=10.0)
 
     def _run(self) -> None:
         while not self._stop:
@@ -118,17 +129,146 @@ class LatestFrameWorker:
                 self.diag.count("internal_errors")
 
 
+class ManagedNode(LifecycleNode):
+    """A ROS 2 managed (lifecycle) node: parameters are declared and checked in the constructor (an absurd value
+    stops the process at start), `configure()` loads what is heavy (map, models), `activate()` opens the topics,
+    services and timers, `deactivate()` closes them, `cleanup()` frees what configure loaded. Subclasses implement
+    those four; exceptions there fail the transition with the reason logged. Lifecycle services (~/change_state,
+    ~/get_state) are those of rclpy, so nav2_lifecycle_manager can drive the node (with bond_timeout: 0.0: no
+    bond is offered). With the parameter `autostart` (default true) run_node configures and activates it itself."""
+
+    def __init__(self, name: str, **kwargs):
+        super().__init__(name, **kwargs)
+        self.autostart = declare(self, "autostart", True, "configure and activate at start (false: wait for a "
+                                 "lifecycle manager, e.g. nav2_lifecycle_manager with bond_timeout 0)")
+        self._entities: list = []   # (kind, handle) opened by activate(), destroyed by deactivate()
+        self._configured = self._active = False
+
+    # the four transitions subclasses implement
+    def configure(self) -> None: ...
+    def activate(self) -> None: ...
+    def deactivate(self) -> None: ...
+    def cleanup(self) -> None: ...
+
+    # helpers: what activate() opens through these is closed by close_active()
+    def open_subscription(self, *args, **kwargs):
+        sub = self.create_subscription(*args, **kwargs)
+        self._entities.append(("sub", sub))
+        return sub
+
+    def open_publisher(self, *args, **kwargs):
+        pub = self.create_publisher(*args, **kwargs)
+        self._entities.append(("pub", pub))
+        return pub
+
+    def open_service(self, *args, **kwargs):
+        srv = self.create_service(*args, **kwargs)
+        self._entities.append(("srv", srv))
+        return srv
+
+    def open_timer(self, *args, **kwargs):
+        t = self.create_timer(*args, **kwargs)
+        self._entities.append(("timer", t))
+        return t
+
+    def close_active(self) -> None:
+        destroy = {"sub": self.destroy_subscription, "pub": self.destroy_publisher, "srv": self.destroy_service,
+                   "timer": self.destroy_timer}
+        while self._entities:
+            kind, h = self._entities.pop()
+            destroy[kind](h)
+
+    def _transition(self, what: str, fn):
+        try:
+            fn()
+        except Exception as e:
+            self.get_logger().error(f"{what} failed: {type(e).__name__}: {e}")
+            return TransitionCallbackReturn.FAILURE
+        return TransitionCallbackReturn.SUCCESS
+
+    def _do_configure(self):
+        self.configure()
+        self._configured = True
+
+    def _do_activate(self):
+        try:
+            self.activate()
+        except BaseException:
+            self.close_active()
+            raise
+        self._active = True
+
+    def _do_deactivate(self):
+        if self._active:
+            self._active = False
+            try:
+                self.deactivate()
+            finally:
+                self.close_active()
+
+    def _do_cleanup(self):
+        if self._configured:
+            self._configured = False
+            self.cleanup()
+
+    def on_configure(self, state):
+        return self._transition("configure", self._do_configure)
+
+    def on_activate(self, state):
+        return self._transition("activate", self._do_activate)
+
+    def on_deactivate(self, state):
+        return self._transition("deactivate", self._do_deactivate)
+
+    def on_cleanup(self, state):
+        return self._transition("cleanup", self._do_cleanup)
+
+    def on_shutdown(self, state):
+        def run():
+            self._do_deactivate()
+            self._do_cleanup()
+        return self._transition("shutdown", run)
+
+    @property
+    def is_active(self) -> bool:
+        return self._active
+
+    def start(self) -> bool:
+        """configure + activate (what `autostart` and relocal-graph do); False when a transition failed."""
+        self.trigger_configure()
+        if not self._configured:
+            return False
+        self.trigger_activate()
+        return self._active
+
+    def destroy_node(self):
+        try:
+            self._do_deactivate()
+            self._do_cleanup()
+        except Exception as e:  # the node goes away anyway
+            self.get_logger().error(f"shutdown: {type(e).__name__}: {e}")
+        return super().destroy_node()
+
+
 def run_node(node_cls, args=None) -> None:
-    """Spin one node until shutdown (Ctrl-C or SIGTERM) with a multi-threaded executor."""
+    """Spin one node until shutdown (Ctrl-C or SIGTERM) with a multi-threaded executor; with `autostart` the node
+    is configured and activated first (a failed configure ends the process with exit code 1)."""
+    import sys
+
     import rclpy
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
     rclpy.init(args=args)
     node = None
+    code = 0
     try:
         node = node_cls()
-        ex = MultiThreadedExecutor(num_threads=3)
-        ex.add_node(node)
-        ex.spin()
+        if node.autostart and not node.start():
+            node.get_logger().error("could not configure and activate: see the error above")
+            code = 1
+        else:
+            ex = MultiThreadedExecutor(num_threads=3)
+            ex.add_node(node)
+            ex.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
@@ -136,3 +276,5 @@ def run_node(node_cls, args=None) -> None:
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+    if code:
+        sys.exit(code)

@@ -1,37 +1,56 @@
-"""Pose solver node: relocal_msgs/QueryEvidence in; geometry_msgs/PoseWithCovarianceStamped of the robot base in
-the map frame out (relocalization/pose, optionally /initialpose for Nav2/AMCL), and TF per REP-105: map→odom from
-the estimate and odom→base_link at the image time. Without an odom frame it publishes map→base_link; without the
-base_link→camera extrinsic it publishes the camera optical frame's pose (and map→camera) and says so once.
-Refusals publish nothing: they are logged and counted on /diagnostics."""
+"""Pose solver node (lifecycle): relocal_msgs/QueryEvidence in; the robot base's pose in the map out, for Nav2 and
+robot_localization:
+
+* relocalization/pose — geometry_msgs/PoseWithCovarianceStamped of `base_frame` in `map_frame`, stamped at the
+  image time, reliable + transient-local like amcl_pose; every accepted pose (`continuous`, default) or only the
+  one answering a `~/relocalize` request (`continuous: false`).
+* initialpose (relative name: namespaced with the robot) — exactly one pose per `~/relocalize` call
+  (std_srvs/Trigger): the next accepted one. For AMCL beside it (its particle filter is reset by each message).
+* TF map→odom (REP-105; map→base_frame when there is no odom frame), with `tf_broadcast` (AMCL's name): the
+  latest accepted one re-sent at `tf_publish_rate` stamped now + `transform_tolerance` (AMCL's meaning), also
+  while refusing, until a newer accepted pose replaces it (map_odom.MapOdomKeeper).
+
+Without the base_frame→camera transform it refuses: a camera pose published as the base's gives every consumer
+a wrong pose. The ERROR diagnostic names the missing transform (a WARN for `base_tf_grace` after start, while
+/tf_static may still be on its way). `allow_camera_pose: true` publishes the camera's pose on its own topic,
+relocalization/camera_pose, never on the base pose topic or TF. Refusals are logged and counted on /diagnostics.
+"""
 from __future__ import annotations
 
 import time
 
-import numpy as np
 from geometry_msgs.msg import PoseWithCovarianceStamped
-from rclpy.node import Node
+from std_srvs.srv import Trigger
 
-from relocal_ros.geometry.poses import invert
 from relocal_ros.nodes.conversions import (evidence_from_msg, pose_with_covariance_msg, stamp_ns,
                                            transform_covariance)
-from relocal_ros.nodes.node_utils import RELIABLE_QOS, Diagnostics, Throttle, declare, run_node
+from relocal_ros.nodes.map_odom import MapOdomKeeper, OneShotRequests, base_tf_problem, map_odom_from
+from relocal_ros.nodes.node_utils import (POSE_QOS, RELIABLE_QOS, Diagnostics, ManagedNode, Throttle, declare,
+                                          run_node)
 from relocal_ros.nodes.tf_io import TfIO
 
 
-class PoseSolverNode(Node):
-    def __init__(self):
-        super().__init__("pose_solver")
+class PoseSolverNode(ManagedNode):
+    def __init__(self, **kwargs):
+        super().__init__("pose_solver", **kwargs)
         self.map_frame = declare(self, "map_frame", "map", "fixed frame of the map")
         self.odom_frame = declare(self, "odom_frame", "odom", "odometry frame (REP-105); '' to never use one")
         self.base_frame = declare(self, "base_frame", "base_link", "robot base frame whose pose is published")
-        self.publish_tf = declare(self, "publish_tf", True, "publish map->odom (or map->base_link) on /tf")
+        self.tf_broadcast = declare(self, "tf_broadcast", True, "publish map->odom (or map->base_link) on /tf "
+                                    "(AMCL's name); false beside AMCL or robot_localization")
+        self.tf_publish_rate = declare(self, "tf_publish_rate", 20.0, "re-send the latest map->odom at this rate "
+                                       "(Hz)", 20.0, 1000.0)
+        self.transform_tolerance = declare(self, "transform_tolerance", 0.5, "post-date map->odom by this much, "
+                                           "as AMCL (s)", 0.0, 10.0)
         self.tf_timeout = declare(self, "tf_timeout", 0.1, "wait this long for TF at an image's time (s)", 0.0, 2.0)
-        self.publish_initialpose = declare(self, "publish_initialpose", False, "also publish on /initialpose")
-        self.base_tf_grace = declare(self, "base_tf_grace", 5.0, "after start, refuse (not guess) while the base->"
-                                     "camera TF is unknown for this long; afterwards assume there is none and "
-                                     "publish the camera's pose (s)", 0.0, 120.0)
-        self._started = time.monotonic()
-        conf = {
+        self.base_tf_grace = declare(self, "base_tf_grace", 5.0, "after start, a missing base->camera TF is a "
+                                     "warning for this long (waiting for /tf_static), then an error; either way no "
+                                     "pose is published (s)", 0.0, 120.0)
+        self.allow_camera_pose = declare(self, "allow_camera_pose", False, "without base->camera TF, publish the "
+                                         "camera's pose on relocalization/camera_pose (never as the base's)")
+        self.continuous = declare(self, "continuous", True, "publish every accepted pose on relocalization/pose "
+                                  "and TF; false: only the one answering ~/relocalize")
+        self.conf = {
             "min_inliers": declare(self, "min_inliers", 30, "refuse with fewer PnP inliers", 6, 10000),
             "min_inlier_ratio": declare(self, "min_inlier_ratio", 0.2, "refuse below this inlier ratio", 0.0, 1.0),
             "max_reproj_error": declare(self, "max_reproj_error", 4.0, "RANSAC inlier threshold (px)", 0.5, 50.0),
@@ -43,26 +62,64 @@ class PoseSolverNode(Node):
                                             "fewer keyframes agree", 1, 20),
         }
         from relocal_ros.pipeline import PoseSolver
-        self.solver = PoseSolver(conf)
+        PoseSolver(self.conf)  # an unknown pnp_scoring / fusion stops the node at start, with its name
+        self.solver = self.diag = self.tf = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    def configure(self) -> None:
+        from relocal_ros.pipeline import PoseSolver
+        self.solver = PoseSolver(self.conf)
         self.diag = Diagnostics(self, "pose solver")
         self.throttle = Throttle()
-        self.tf = TfIO(self)
+        self.keeper = MapOdomKeeper(self.transform_tolerance)
+        self.requests = OneShotRequests()
         self._said = set()
-        self.pub = self.create_publisher(PoseWithCovarianceStamped, "relocalization/pose", RELIABLE_QOS)
-        self.initialpose_pub = (self.create_publisher(PoseWithCovarianceStamped, "/initialpose", RELIABLE_QOS)
-                                if self.publish_initialpose else None)
-        from relocal_msgs.msg import QueryEvidence
-        self.create_subscription(QueryEvidence, "relocalization/evidence", self._on_evidence, RELIABLE_QOS)
 
-    def _once(self, key, msg):
-        if key not in self._said:
-            self._said.add(key)
-            self.get_logger().warning(msg)
+    def activate(self) -> None:
+        from relocal_msgs.msg import QueryEvidence
+        self._started = time.monotonic()
+        self.tf = TfIO(self)
+        self.pub = self.open_publisher(PoseWithCovarianceStamped, "relocalization/pose", POSE_QOS)
+        self.camera_pub = (self.open_publisher(PoseWithCovarianceStamped, "relocalization/camera_pose", POSE_QOS)
+                           if self.allow_camera_pose else None)
+        self.initialpose_pub = self.open_publisher(PoseWithCovarianceStamped, "initialpose", RELIABLE_QOS)
+        self.open_service(Trigger, "~/relocalize", self._on_relocalize)
+        self.open_subscription(QueryEvidence, "relocalization/evidence", self._on_evidence, RELIABLE_QOS)
+        if self.tf_broadcast:
+            self.open_timer(1.0 / self.tf_publish_rate, self._resend_tf)
+
+    def deactivate(self) -> None:
+        self.tf.close()
+        self.tf = None
+
+    def cleanup(self) -> None:
+        self.diag.close()
+        self.solver = self.diag = self.keeper = None
+
+    # -- callbacks -------------------------------------------------------------------------------------------
+    def _on_relocalize(self, request, response):
+        self.requests.request()
+        self.diag.count("relocalize_requests")
+        response.success = True
+        response.message = "the next accepted pose will be published once on initialpose"
+        return response
+
+    def _resend_tf(self) -> None:
+        tf = self.tf
+        if tf is None:
+            return
+        st = self.keeper.due(self.get_clock().now().nanoseconds)
+        if st is not None:
+            tf.send_ns(st.T, st.parent, st.child, st.stamp_ns)
 
     def _on_evidence(self, msg) -> None:
+        tf = self.tf
+        if tf is None:  # deactivated meanwhile
+            return
         ev = evidence_from_msg(msg)
-        self.tf.note_stamp(stamp_ns(msg.header.stamp))
-        self.diag.counts["tf_clock_resets"] = self.tf.tf_clock_resets
+        t_ns = stamp_ns(msg.header.stamp)
+        tf.note_stamp(t_ns)
+        self.diag.counts["tf_clock_resets"] = tf.tf_clock_resets
         est = self.solver.solve(ev)
         self.diag.count("evidence_received")
         if not est.accepted:
@@ -71,56 +128,68 @@ class PoseSolverNode(Node):
             self.throttle(self.get_logger(), "info", "refused", f"{ev.stamp}: no pose published: {est.reason}")
             return
         camera_frame = msg.header.frame_id
-        t_ns = stamp_ns(msg.header.stamp)
         # the extrinsic is static: wait only when its frames exist at all
-        T_cam_base = (self.tf.lookup(camera_frame, self.base_frame, t_ns,
-                                     self.tf_timeout if self.tf.frame_known(self.base_frame) else 0.0)
+        T_cam_base = (tf.lookup(camera_frame, self.base_frame, t_ns,
+                                self.tf_timeout if tf.frame_known(self.base_frame) else 0.0)
                       if camera_frame else None)
-        if T_cam_base is None and camera_frame != self.base_frame and \
-                time.monotonic() - self._started < self.base_tf_grace:
-            # a (re)started solver hears /tf_static only after discovery: the camera's pose published as the
-            # base's before then would be a wrong pose
-            self.diag.count("refused_waiting_for_base_tf")
-            self.throttle(self.get_logger(), "info", "no_base_tf_yet", f"{ev.stamp}: no pose published: no TF "
-                          f"{self.base_frame}->{camera_frame} yet (waiting up to {self.base_tf_grace} s after start)")
-            return
         header = msg.header.__class__()
         header.stamp = msg.header.stamp
         header.frame_id = self.map_frame
-        if T_cam_base is not None:
-            T_map_x, x_frame = est.T_map_cam @ T_cam_base, self.base_frame
-            cov = transform_covariance(est.covariance, est.T_map_cam, T_cam_base)
-        else:
-            self._once("no_base", f"no TF {self.base_frame}->{camera_frame or '<empty frame_id>'}: publishing the "
-                                  f"camera's pose instead of the base's")
-            T_map_x, x_frame, cov = est.T_map_cam, camera_frame or "camera", est.covariance
-        out = pose_with_covariance_msg(T_map_x, cov, header)
+        if T_cam_base is None:
+            self._no_base_tf(est, camera_frame, header)
+            return
+        self.diag.error = ""
+        one_shot = self.requests.take()
+        if not (self.continuous or one_shot):
+            self.diag.count("accepted_not_requested")
+            return
+        T_map_base = est.T_map_cam @ T_cam_base
+        out = pose_with_covariance_msg(T_map_base, transform_covariance(est.covariance, est.T_map_cam, T_cam_base),
+                                       header)
         self.pub.publish(out)
-        if self.initialpose_pub is not None:
+        if one_shot:
             self.initialpose_pub.publish(out)
+            self.diag.count("initialposes_published")
+            self.get_logger().info(f"{ev.stamp}: relocalized, published on initialpose")
         self.diag.count("poses_published")
         self.diag.values["last_pose"] = f"{ev.stamp}: {est.reason}"
-        if self.publish_tf:
-            self._publish_tf(T_map_x, x_frame, t_ns, ev.stamp)
+        if self.tf_broadcast:
+            self._update_tf(tf, T_map_base, t_ns)
 
-    def _publish_tf(self, T_map_x: np.ndarray, x_frame: str, t_ns: int, stamp: str) -> None:
+    def _no_base_tf(self, est, camera_frame: str, header) -> None:
+        level, problem = base_tf_problem(self.base_frame, camera_frame, time.monotonic() - self._started,
+                                         self.base_tf_grace)
+        self.diag.count("refused_no_base_tf")
+        self.diag.values["last_refusal"] = problem
+        if level == "error":
+            self.diag.error = problem
+        self.throttle(self.get_logger(), "error" if level == "error" else "info", "no_base_tf",
+                      f"{header.stamp.sec}.{header.stamp.nanosec:09d}: no pose published: {problem}")
+        if self.camera_pub is not None:
+            self.camera_pub.publish(pose_with_covariance_msg(est.T_map_cam, est.covariance, header))
+            self.diag.count("camera_poses_published")
+
+    def _update_tf(self, tf: TfIO, T_map_base, t_ns: int) -> None:
+        parent, child, T_odom_base = self.map_frame, self.base_frame, None
         if self.odom_frame:
-            T_odom_x = self.tf.lookup(self.odom_frame, x_frame, t_ns, self.tf_timeout)
-            if T_odom_x is not None:
-                self.tf.send(T_map_x @ invert(T_odom_x), self.map_frame, self.odom_frame, stamp)
-                return
-            if self.tf.frame_known(self.odom_frame):
+            T_odom_base = tf.lookup(self.odom_frame, self.base_frame, t_ns, self.tf_timeout)
+            if T_odom_base is not None:
+                child = self.odom_frame
+            elif tf.frame_known(self.odom_frame):
                 # odom exists but not at this image's time: a map->base_link would give base_link two parents
                 self.diag.count("tf_skipped_no_odom_at_stamp")
                 return
-        self._once("no_odom", f"no '{self.odom_frame}' frame: publishing {self.map_frame}->{x_frame}")
-        self.tf.send(T_map_x, self.map_frame, x_frame, stamp)
+            else:
+                self._once("no_odom", f"no '{self.odom_frame}' frame: publishing {self.map_frame}->{child}")
+        for st in self.keeper.update(map_odom_from(T_map_base, T_odom_base), parent, child, t_ns,
+                                     self.get_clock().now().nanoseconds):
+            tf.send_ns(st.T, st.parent, st.child, st.stamp_ns)
+        self.diag.counts["map_odom_updates"] = self.keeper.updates
 
-
-
-    def destroy_node(self):
-        self.tf.close()
-        return super().destroy_node()
+    def _once(self, key, msg):
+        if key not in self._said:
+            self._said.add(key)
+            self.get_logger().warning(msg)
 
 
 def main(args=None):

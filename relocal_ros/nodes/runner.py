@@ -1,6 +1,7 @@
 """`relocal-graph`: start keyframe_indexer, inference_node and pose_solver without `launch` (which is not on PyPI):
 as three processes (default, like a launch file) or in one process with a multi-threaded executor. Both read the
-same parameters file (config/relocal.yaml) and pass any --ros-args through.
+same parameters file (config/relocal.yaml) and pass any --ros-args through. The nodes are lifecycle nodes; here
+they configure and activate themselves (their `autostart` parameter, default true).
 
     relocal-graph --map MAP [--single-process] [--params-file config/relocal.yaml] [--ros-args ...]"""
 from __future__ import annotations
@@ -14,7 +15,9 @@ import time
 from pathlib import Path
 
 NODES = ("keyframe_indexer", "inference_node", "pose_solver_node")
-DEFAULT_PARAMS = Path(__file__).resolve().parents[2] / "config" / "relocal.yaml"
+from relocal_ros.resources import resource_dir  # noqa: E402
+
+DEFAULT_PARAMS = resource_dir("config") / "relocal.yaml"   # source tree, installed share/ or the ament index
 
 
 def _params_file(explicit: str | None) -> str | None:
@@ -111,6 +114,10 @@ def _single_process(args: list[str]) -> int:
     nodes = []
     try:
         nodes = [KeyframeIndexerNode(), InferenceNode(), PoseSolverNode()]
+        for n in nodes:
+            if n.autostart and not n.start():
+                print(f"relocal-graph: {n.get_name()} could not be configured and activated", file=sys.stderr)
+                return 1
         ex = MultiThreadedExecutor(num_threads=4)
         for n in nodes:
             ex.add_node(n)

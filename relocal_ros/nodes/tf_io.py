@@ -6,7 +6,9 @@ Both listen on a node and thread of their own (tf2_ros: TransformListener(spin_t
 odometry rate (30-100 Hz) and, sharing the node's executor with the image and evidence callbacks on a loaded
 CPU, fell seconds behind in the soak run, so lookups at an image's time failed although the data had been sent.
 `lookup(..., timeout_s)` waits briefly for a transform newer than what has arrived, as tf2's lookup with a
-timeout does, but never for one that can no longer come."""
+timeout does, but never for one that can no longer come. The fallback listener ignores the dynamic transforms this
+TfIO sends itself (the solver's post-dated map->odom): they are never looked up here, and their "now" stamps
+next to image stamps of a replayed bag would look like clock jumps to the history."""
 from __future__ import annotations
 
 import threading
@@ -43,6 +45,7 @@ class TfIO:
         self.received = 0
         self.clock_resets = 0
         self._listener_node = None
+        self._own_edges: set[tuple[str, str]] = set()
         if self.uses_tf2_ros:
             import tf2_ros
             from rclpy.duration import Duration
@@ -79,6 +82,8 @@ class TfIO:
     def _on_tf(self, msg, static: bool) -> None:
         self.received += 1
         for t in msg.transforms:
+            if not static and (t.header.frame_id, t.child_frame_id) in self._own_edges:
+                continue
             self.tree.set_transform(t.header.frame_id, t.child_frame_id, T_from_transform_msg(t.transform),
                                     stamp_ns(t.header.stamp), static)
 
@@ -128,9 +133,20 @@ class TfIO:
             self.tree.clear()
 
     def send(self, T_parent_child: np.ndarray, parent: str, child: str, stamp: str, static: bool = False) -> None:
+        self._send(T_parent_child, parent, child, time_msg(stamp), static)
+
+    def send_ns(self, T_parent_child: np.ndarray, parent: str, child: str, stamp_ns: int) -> None:
+        """A dynamic transform stamped stamp_ns (e.g. now + transform_tolerance)."""
+        from builtin_interfaces.msg import Time
+        self._send(T_parent_child, parent, child, Time(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000),
+                   False)
+
+    def _send(self, T_parent_child: np.ndarray, parent: str, child: str, stamp_msg, static: bool) -> None:
         from geometry_msgs.msg import TransformStamped
+        if not static:
+            self._own_edges.add((parent, child))
         t = TransformStamped()
-        t.header.stamp = time_msg(stamp)
+        t.header.stamp = stamp_msg
         t.header.frame_id = parent
         t.child_frame_id = child
         t.transform = transform_msg_from_T(T_parent_child)
@@ -143,10 +159,19 @@ class TfIO:
             self._static_pub.publish(TFMessage(transforms=list(self._static_sent.values())))
         else:
             self._pub.publish(TFMessage(transforms=[t]))
-        self._on_tf(TFMessage(transforms=[t]), static)
+        if static:
+            self._on_tf(TFMessage(transforms=[t]), static)
 
     def close(self) -> None:
+        if self.uses_tf2_ros:
+            for h in ("_listener", "_broadcaster", "_static_broadcaster"):
+                obj = getattr(self, h, None)
+                if obj is not None and hasattr(obj, "unregister"):
+                    obj.unregister()
+            return
         if self._listener_node is not None:
+            self.node.destroy_publisher(self._pub)
+            self.node.destroy_publisher(self._static_pub)
             self._stop.set()
             self._thread.join(timeout=2.0)
             self._executor.shutdown(timeout_sec=1.0)

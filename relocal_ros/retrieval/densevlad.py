@@ -21,7 +21,8 @@ import numpy as np
 
 from relocal_ros.retrieval.vlad import VladAggregator, learn_vocabulary
 
-MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+from relocal_ros.resources import models_dir  # noqa: E402  (source tree, installed share/ or ament index)
+MODELS_DIR = models_dir()
 DEFAULT_MODEL = MODELS_DIR / "densevlad_sift_k64.npz"
 FORMAT_VERSION = 1
 # SIFT spatial bin sizes in pixels of the working image (Torii et al. use 4/6/8/10 px at VGA with a 2 px stride; the

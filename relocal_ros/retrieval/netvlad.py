@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+from relocal_ros.resources import models_dir  # noqa: E402  (source tree, installed share/ or ament index)
+MODELS_DIR = models_dir()
 DEFAULT_WEIGHTS = MODELS_DIR / "netvlad_xfeat_k32.pt"
 WORK_WIDTH, WORK_HEIGHT = 256, 192   # working size (sides divisible by 32, as the XFeat backbone needs)
 BACKBONE_DIM = 64                    # XFeat descriptor map channels

@@ -50,6 +50,16 @@ def reprojection_residuals(T_cam_map: np.ndarray, uv: np.ndarray, X: np.ndarray,
     return (proj - uv).reshape(-1)
 
 
+def inlier_coverage(uv: np.ndarray, intr: Intrinsics, cols: int = 8, rows: int = 6) -> float:
+    """Share of the cells of a cols x rows grid over the image that hold at least one of the points: inliers
+    bunched in one corner constrain the pose far less than their count says."""
+    if len(uv) == 0:
+        return 0.0
+    cx = np.clip((uv[:, 0] / intr.width * cols).astype(int), 0, cols - 1)
+    cy = np.clip((uv[:, 1] / intr.height * rows).astype(int), 0, rows - 1)
+    return len(np.unique(cy * cols + cx)) / (cols * rows)
+
+
 def depth_sensor_sigma(z: np.ndarray) -> np.ndarray:
     """Axial noise (m) of a structured-light / active-stereo depth camera at range z (Nguyen et al. 2012, Kinect;
     RealSense D4xx is of the same order at indoor ranges)."""
@@ -58,7 +68,7 @@ def depth_sensor_sigma(z: np.ndarray) -> np.ndarray:
 
 def pose_covariance(T_map_cam: np.ndarray, uv: np.ndarray, X: np.ndarray, intr: Intrinsics,
                     pixel_sigma: float, map_sigma_m: float = 0.0, map_sigma_deg: float = 0.0,
-                    depth_noise=depth_sensor_sigma) -> np.ndarray:
+                    depth_noise=depth_sensor_sigma, views: int = 1) -> np.ndarray:
     """6x6 covariance of (position x y z, rotation x y z) of the camera in the map frame — the parametrisation of
     geometry_msgs/PoseWithCovariance (rotation as a small left perturbation about the map axes).
 
@@ -85,6 +95,11 @@ def pose_covariance(T_map_cam: np.ndarray, uv: np.ndarray, X: np.ndarray, intr: 
     except np.linalg.LinAlgError:
         cov = np.linalg.pinv(info)
     cov = 0.5 * (cov + cov.T)
-    cov[:3, :3] += np.eye(3) * map_sigma_m ** 2
+    # the map's pose error does not average out over points: its position part moves every point of a keyframe
+    # together, its orientation part moves them by the angle times their range (the lever arm, a few cm at 3 m
+    # for 1 deg) — and the query's pose follows its points; the errors of `views` keyframes with independent pose
+    # errors average (1/sqrt(views))
+    lever = np.radians(map_sigma_deg) * float(np.median(np.maximum(z, 0.0))) / np.sqrt(views) if len(z) else 0.0
+    cov[:3, :3] += np.eye(3) * (map_sigma_m ** 2 + lever ** 2)
     cov[3:, 3:] += np.eye(3) * np.radians(map_sigma_deg) ** 2
     return cov

@@ -1,0 +1,146 @@
+"""Mapping from what a Nav2 robot publishes: nav_msgs/Odometry of base_link in odom (not at the image stamps),
+map->odom on /tf, base_link->camera on /tf_static. The keyframe indexer (a real process, lifecycle-autostarted)
+interpolates the odometry to each image stamp and composes it with TF; its keyframes are the cameras' true poses."""
+import os
+import random
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy", reason="rclpy (ROS 2 PyPI wheels) not installed")
+pytest.importorskip("relocal_msgs.msg", reason="relocal_msgs not built: run scripts/build_interfaces.sh .venv")
+pytest.importorskip("tf2_msgs.msg", reason="tf2_msgs not built: run scripts/build_interfaces.sh .venv")
+
+import planar_scene as ps  # noqa: E402
+from relocal_ros.geometry.poses import T_from_tq, invert, make_T, pose_error  # noqa: E402
+from relocal_ros.mapping.keyframe_map import KeyframeMap  # noqa: E402
+
+OPTICAL = "camera_color_optical_frame"
+T_BASE_CAM = T_from_tq([0.15, -0.02, 0.35], [-0.5, 0.5, -0.5, 0.5])
+T_MAP_ODOM = make_T(np.eye(3), [1.0, -0.5, 0.0]) @ T_from_tq([0, 0, 0], [0, 0, np.sin(0.2), np.cos(0.2)])
+V, W = np.array([0.5, 0.1, 0.0]), np.radians(30.0)   # the robot's velocity in odom (m/s) and yaw rate (rad/s)
+
+
+def odom_sample(T_odom_base_at_image, s):
+    """base_link in odom s seconds after the image: moving at V and turning at W (rotation about odom z)."""
+    a = W * s
+    Rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    return make_T(Rz @ T_odom_base_at_image[:3, :3], T_odom_base_at_image[:3, 3] + V * s)
+
+
+def test_keyframes_from_odometry_interpolated_and_composed_with_tf(tmp_path):
+    from geometry_msgs.msg import TransformStamped
+    from nav_msgs.msg import Odometry
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CameraInfo, Image
+    from std_srvs.srv import Trigger
+    from tf2_msgs.msg import TFMessage
+
+    from relocal_ros.data.images import numpy_to_image_msg
+    from relocal_ros.nodes.conversions import camera_info_msg, pose_msg_from_T, transform_msg_from_T
+
+    env = {**os.environ, "ROS_DOMAIN_ID": str(random.randint(20, 200)), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+    map_dir = tmp_path / "map"
+    log = open(tmp_path / "indexer.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "relocal_ros.nodes.keyframe_indexer", "--ros-args",
+                             "-p", f"map_path:={map_dir}", "-p", "mapping:=true", "-p", "bootstrap_keyframes:=4",
+                             "-p", "reliable_images:=true", "-p", "autosave_keyframes:=0",
+                             "-p", "mapping_pose_type:=Odometry", "-p", "mapping_pose_topic:=odom"],
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    saved = os.environ.get("ROS_DOMAIN_ID")
+    os.environ["ROS_DOMAIN_ID"] = env["ROS_DOMAIN_ID"]
+    rclpy.init()
+    try:
+        node = rclpy.create_node("nav2_mapping_probe")
+        ex = SingleThreadedExecutor()
+        ex.add_node(node)
+        static_qos = QoSProfile(depth=10, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                                reliability=ReliabilityPolicy.RELIABLE)
+        pubs = {"color": node.create_publisher(Image, "/camera/camera/color/image_raw", 10),
+                "depth": node.create_publisher(Image, "/camera/camera/aligned_depth_to_color/image_raw", 10),
+                "info": node.create_publisher(CameraInfo, "/camera/camera/color/camera_info", 10),
+                "odom": node.create_publisher(Odometry, "odom", 50),
+                "tf": node.create_publisher(TFMessage, "/tf", 100),
+                "static": node.create_publisher(TFMessage, "/tf_static", static_qos)}
+        keyframes = {"n": 0}
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        def on_diag(msg):
+            for st in msg.status:
+                for kv in st.values:
+                    if st.name.startswith("keyframe_indexer") and kv.key == "keyframes":
+                        keyframes["n"] = int(kv.value)
+        node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 50)
+
+        def spin(seconds):
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                ex.spin_once(timeout_sec=0.02)
+
+        def tf(T, parent, child, t_ns):
+            m = TransformStamped()
+            m.header.stamp.sec, m.header.stamp.nanosec = divmod(t_ns, 1_000_000_000)
+            m.header.frame_id, m.child_frame_id = parent, child
+            m.transform = transform_msg_from_T(T)
+            return m
+
+        deadline = time.monotonic() + 60
+        while node.count_subscribers("odom") == 0 and time.monotonic() < deadline:
+            spin(0.2)
+        assert node.count_subscribers("odom") > 0, "indexer did not come up"
+        pubs["static"].publish(TFMessage(transforms=[tf(T_BASE_CAM, "base_link", OPTICAL, 0)]))
+        spin(1.0)
+        frames = ps.map_frames()
+        for i, f in enumerate(frames):
+            t_ns = (500 + i) * 1_000_000_000
+            T_odom_base = invert(T_MAP_ODOM) @ f.pose @ invert(T_BASE_CAM)
+            pubs["tf"].publish(TFMessage(transforms=[tf(T_MAP_ODOM, "map", "odom", t_ns - 10_000_000),
+                                                     tf(T_MAP_ODOM, "map", "odom", t_ns + 10_000_000)]))
+            for s in (-0.02, 0.03):   # odometry 20 ms before and 30 ms after the image, never at its stamp
+                od = Odometry()
+                od.header.stamp.sec, od.header.stamp.nanosec = divmod(t_ns + int(s * 1e9), 1_000_000_000)
+                od.header.frame_id, od.child_frame_id = "odom", "base_link"
+                od.pose.pose = pose_msg_from_T(odom_sample(T_odom_base, s))
+                pubs["odom"].publish(od)
+            rgb = numpy_to_image_msg(f.rgb, "rgb8")
+            depth = numpy_to_image_msg((f.depth * 1000).astype("uint16"), "16UC1")
+            info = camera_info_msg(f.intrinsics)
+            for m in (rgb, depth, info):
+                m.header.stamp.sec, m.header.stamp.nanosec = divmod(t_ns, 1_000_000_000)
+                m.header.frame_id = OPTICAL
+            spin(0.1)
+            pubs["info"].publish(info)
+            pubs["depth"].publish(depth)
+            pubs["color"].publish(rgb)
+            end = time.monotonic() + 30
+            while keyframes["n"] < i + 1 and time.monotonic() < end:
+                spin(0.1)
+        save = node.create_client(Trigger, "/keyframe_indexer/save_map")
+        assert save.wait_for_service(timeout_sec=10)
+        fut = save.call_async(Trigger.Request())
+        end = time.monotonic() + 60
+        while not fut.done() and time.monotonic() < end:
+            spin(0.1)
+        assert fut.done() and fut.result().success, fut.result()
+        kmap = KeyframeMap.load(map_dir)
+        assert len(kmap) == len(frames)
+        truth = {f"{500 + i}.000000": f.pose for i, f in enumerate(frames)}
+        errs = np.array([pose_error(kf.T_map_cam, truth[kf.stamp]) for kf in kmap.keyframes])
+        # the nearest odometry sample alone would be 1 cm / 0.6 deg off: interpolation and composition are exact
+        print(f"keyframe pose error max {errs[:, 0].max() * 1000:.3f} mm / {errs[:, 1].max():.4f} deg")
+        assert errs[:, 0].max() < 1e-3 and errs[:, 1].max() < 0.05, errs.max(axis=0)
+        assert proc.poll() is None
+        node.destroy_node()
+    finally:
+        rclpy.shutdown()
+        if saved is None:
+            os.environ.pop("ROS_DOMAIN_ID", None)
+        else:
+            os.environ["ROS_DOMAIN_ID"] = saved
+        proc.terminate()
+        proc.wait(10)
+        print((tmp_path / "indexer.log").read_text()[-3000:])
