@@ -10,7 +10,7 @@ STAMP := $(VENV)/.relocal-installed
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt setup.py scripts/install_system_deps.sh scripts/build_interfaces.sh
+$(STAMP): requirements.txt setup.py scripts/install_system_deps.sh scripts/build_interfaces.sh $(wildcard interfaces/relocal_msgs/msg/*.msg)
 	bash scripts/install_system_deps.sh
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt 2>&1 | grep -v "^WARNING: Location" || true

@@ -11,6 +11,9 @@ Scenes (from ../shared/data, each skipped with a note when absent):
                    fragments' ground truths disagree by ~10 cm, so "correct" here is 15 cm / 10 deg)
   stairs           7-Scenes stairs sample: map = seq-02 + seq-03 (TrainSplit), queries = seq-01 + seq-04
   out-of-map       the fr1_rpy sparse map, queries = the SUN3D fragment-2 frames (every answer is wrong)
+  synthetic N      `relocal synth --seed N --wide-queries 40 --sensor-model`: map = seq-01 (the mapping walk),
+                   queries = seq-04 (40 views 0.5-1.5 m and 30-60 deg off the walk), every frame through the sensor
+                   model (depth noise ~z^2, holes at depth edges, motion blur, exposure changes)
 
 Methods: the product's default (`relocal localize` with no options: RGB-D when the query has depth), the same
 without the query's depth (RGB only), the earlier default (global mutual-NN only, no guided matching, no depth),
@@ -44,13 +47,14 @@ from relocal_ros.mapping.builder import build_map  # noqa: E402
 from relocal_ros.mapping.keyframe_map import KeyframeMap  # noqa: E402
 from relocal_ros.pipeline import Relocalizer  # noqa: E402
 
-PEER = {"num_references": 5, "use_depth": False, "guided_matching": False}
+PEER = {"num_references": 5, "use_depth": False, "guided_matching": False, "fallback_matcher": ""}
 METHODS = {
     # name: (map build conf, relocalizer conf)
     "relocal default": ({}, {}),
     "relocal RGB only": ({}, {"inference": {"use_depth": False}}),
+    "relocal without fallback matcher": ({}, {"inference": {"fallback_matcher": ""}}),
     "relocal earlier default (mnn, no depth)": ({}, {"inference": {"use_depth": False, "guided_matching": False,
-                                                                   "num_references": 3}}),
+                                                                   "num_references": 3, "fallback_matcher": ""}}),
     "peer XFeat+LighterGlue+depth+PnP": ({"extractor_conf": {"width": 640, "height": 480}},
                                          {"inference": {**PEER, "matcher": "lighterglue"}}),
     "peer SIFT+depth+PnP": ({"extractor": "sift", "rotations": [0.0]},
@@ -79,7 +83,7 @@ def subset_tum(src: Path, out: Path, stamps: list[str], with_gt: bool) -> Path:
     return out
 
 
-def scenes(data: Path, work: Path):
+def scenes(data: Path, work: Path, synthetic_seeds=()):
     """(name, map source, map build overrides, query source, ground-truth lookup, correct (m, deg))."""
     rpy = data / "tum_rgbd" / "rgbd_dataset_freiburg1_rpy"
     desk = data / "tum_rgbd" / "rgbd_dataset_freiburg1_desk"
@@ -114,9 +118,17 @@ def scenes(data: Path, work: Path):
     else:
         print(f"(SUN3D data not found under {data}: skipped)")
     if (stairs / "seq-01").is_dir():
-        yield "stairs (7-Scenes sample)", stairs, {"sequences": ["seq-02", "seq-03"]}, stairs, None, (0.10, 10.0)
+        yield "stairs (7-Scenes sample)", stairs, {"sequences": ["seq-02", "seq-03"],
+                                                   "query_sequences": ["seq-01", "seq-04"]}, stairs, None, (0.10, 10.0)
     else:
         print(f"(7-Scenes sample not found under {data}: skipped)")
+    for seed in synthetic_seeds:
+        scene = work / f"synth_wide_{seed}"
+        if not (scene / "seq-04").is_dir():
+            from relocal_ros.data.synth import generate_scene
+            generate_scene(scene, seed, wide_queries=40, sensor_model=True, progress=False)
+        yield (f"synthetic {seed} (wide baseline, sensor model)", scene,
+               {"sequences": ["seq-01"], "query_sequences": ["seq-04"]}, scene, None, (0.10, 10.0))
 
 
 class SevenScenesSplit:
@@ -136,19 +148,18 @@ class SevenScenesSplit:
 
 
 def open_split(path: Path, overrides: dict, with_gt: bool, queries: bool = False):
-    if "sequences" in overrides or (path / "seq-01").is_dir():
-        seqs = overrides.get("sequences") if not queries else ["seq-01", "seq-04"]
-        return SevenScenesSplit(path, seqs, with_gt)
+    if "sequences" in overrides:
+        return SevenScenesSplit(path, overrides["query_sequences" if queries else "sequences"], with_gt)
     return open_source(path, with_ground_truth=with_gt)
 
 
 def get_map(work: Path, scene: str, map_path: Path, overrides: dict, build_conf: dict):
-    key = json.dumps({"scene": scene, **{k: v for k, v in overrides.items() if k != "sequences"}, **build_conf},
-                     sort_keys=True)
+    build = {k: v for k, v in overrides.items() if k not in ("sequences", "query_sequences")}
+    key = json.dumps({"scene": scene, **build, **build_conf}, sort_keys=True)
     folder = work / "maps" / hashlib.sha256(key.encode()).hexdigest()[:12]
     if (folder / "CURRENT").is_file():
         return KeyframeMap.load(folder)
-    conf = {**{k: v for k, v in overrides.items() if k != "sequences"}, **build_conf}
+    conf = {**build, **build_conf}
     kmap = build_map(open_split(map_path, overrides, True), conf, progress=False)
     kmap.save(folder)
     (folder / "key.json").write_text(key)
@@ -225,6 +236,8 @@ def main():
     ap.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS))
     ap.add_argument("--scenes", nargs="*", default=None, help="substrings of scene names to run (default all)")
     ap.add_argument("--dump", type=Path, default=None, help="JSON lines of every query's scores and errors")
+    ap.add_argument("--synthetic-seeds", type=int, nargs="*", default=[9001, 9002],
+                    help="synthetic wide-baseline scenes (`relocal synth --wide-queries 40 --sensor-model`)")
     a = ap.parse_args()
     import torch
     torch.set_num_threads(2)
@@ -233,7 +246,7 @@ def main():
     dump = open(a.dump, "w") if a.dump else None
     print(HEADER)
     rows = []
-    for scene, m, ov, q, gt, correct in scenes(a.data, a.work):
+    for scene, m, ov, q, gt, correct in scenes(a.data, a.work, a.synthetic_seeds):
         if a.scenes and not any(s in scene for s in a.scenes):
             continue
         rows += run_scene(scene, m, ov, q, gt, correct, a.methods, a.work, dump)

@@ -94,7 +94,8 @@ def _cmd_evaluate(a) -> int:
 
 def _cmd_synth(a) -> int:
     from relocal_ros.data.synth import generate_scene
-    out = generate_scene(a.out, a.seed, width=a.width, height=a.height, workers=a.workers, progress=not a.quiet)
+    out = generate_scene(a.out, a.seed, width=a.width, height=a.height, workers=a.workers, progress=not a.quiet,
+                         wide_queries=a.wide_queries, sensor_model=a.sensor_model)
     print(f"synthetic scene -> {out}")
     return 0
 
@@ -187,6 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--width", type=int, default=640)
     s.add_argument("--height", type=int, default=480)
     s.add_argument("--workers", type=int, default=None)
+    s.add_argument("--wide-queries", type=int, default=0,
+                   help="also seq-04: N queries 0.5-1.5 m and 30-60 deg away from the mapping walk")
+    s.add_argument("--sensor-model", action="store_true",
+                   help="degrade every frame like a real RGB-D sensor (depth noise ~z^2, holes at depth edges, "
+                        "motion blur, exposure changes)")
     s.set_defaults(func=_cmd_synth)
 
     s = sub.add_parser("bag-from-dataset", help="write a ROS 2 bag (colour, aligned depth, camera_info, ground truth)")

@@ -43,6 +43,7 @@ class QueryEvidence:
     dense_judged: int = 0                    # with the retrieved keyframes' depth (NaN / 0: not checked)
     dense_samples: int = 0                   # query depth samples lifted for the check
     dense_photometric: float = float("nan")  # brightness correlation at the consistent samples (reported)
+    fallback: bool = False                   # the fallback matcher ran (weak first evidence): costs latency
 
 
 @dataclass

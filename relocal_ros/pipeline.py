@@ -65,6 +65,13 @@ _DEFAULT_CONF = {
         "guided_margin": 0.0,         # best similarity must beat the window's runner-up by this (XFeat keypoints
                                       # 5 px apart share descriptors: a margin drops most right matches)
         "guided_min_inliers": 6,      # inliers of the first hypothesis needed to guide at all
+        # when the hypothesis has fewer global-match inliers than fallback_below, match again with this matcher
+        # ("" = never) on the best fallback_references keyframes, each side's fallback_keypoints strongest points
+        "fallback_matcher": "lighterglue",
+        "fallback_below": 25,
+        "fallback_references": 2,
+        "fallback_keypoints": 512,
+        "strong_dense": 0.65,         # RGB-D: depth agreement below which the evidence counts as weak (as the solver)
         # learned methods
         "backend": "auto",            # onnxruntime (CPU) | tensorrt | torch (CUDA when present) | auto
         "mc_samples": 100,            # exrenet: MC-dropout samples of the head per keyframe
@@ -83,17 +90,18 @@ _DEFAULT_CONF = {
         "map_sigma_deg": 1.0,
         "min_independent_inliers": 12,  # inliers among matches found without a pose hypothesis (not guided), when
                                         # the query's depth confirms the pose
-        "min_inlier_coverage": 0.0,   # share of a 8 x 6 grid of image cells holding an inlier
+        "min_inlier_coverage": 0.15,  # share of a 8 x 6 grid of image cells holding an inlier (right poses: >= 0.17)
         # RGB-D: share of the query's depth samples that agree with the keyframes' depth (solver/verification.py);
         # between the floor and the threshold, the pose needs min_independent_inliers_unverified global inliers.
         # Read from bench/plot_acceptance.py over the hard benchmark's scenes (README)
         "min_dense_consistency": 0.65,
         "min_dense_consistency_floor": 0.4,  # below it: refused whatever the matches say
         # a pose without dense confirmation (RGB-only query, or depth agreement between the two thresholds) needs
-        # more inliers among the global matches: wrong hypotheses reached 17 on the hard benchmark, right ones > 25
-        "min_independent_inliers_unverified": 25,
+        # more inliers among the global matches: 95 % of wrong hypotheses had < 44 on the hard benchmark, 95 % of
+        # right ones > 74
+        "min_independent_inliers_unverified": 40,
         "min_dense_samples": 50,      # ... and at least this many samples could be compared
-        "min_dense_overlap": 0.0,     # ... which are at least this share of the query's depth samples
+        "min_dense_overlap": 0.25,    # ... which are at least this share of the query's depth samples (right: >= 0.29)
         "max_position_std": 0.25,     # refuse when the covariance says the position is this uncertain (m)
         "pnp_scoring": "ransac",      # "ransac" (poselib LO-RANSAC) or "soft_inlier" (DSAC++ Eq. 5, solver/soft_ransac.py)
         "fusion": "exrenet",          # relative-pose methods: "exrenet", "irls" or "rrpr" (solver/relative.py)
@@ -143,6 +151,10 @@ class InferenceEngine:
             raise ValueError(f"unknown method {self.conf['method']!r}; available: {METHODS}")
         self._centres = keyframe_map.centres()
         self.matcher = make_matcher(self.conf["matcher"], self.conf)
+        fb = self.conf["fallback_matcher"]
+        # the fallback matchers are trained for XFeat descriptors: not for a SIFT map
+        self._fallback = make_matcher(fb, self.conf) if fb and fb != self.conf["matcher"] \
+            and keyframe_map.extractor == "xfeat" else None
         self.learned = None
         if self.conf["method"] in LEARNED_METHODS:
             import importlib
@@ -216,63 +228,135 @@ class InferenceEngine:
         """2D–3D correspondences: mutual-NN matches to every retrieved keyframe, pooled; then, from a first pose
         hypothesis, guided matching in a window around the projections of the keyframes' 3D points
         (matching/guided.py), which recovers the matches that a global nearest-neighbour search loses under
-        viewpoint change. With query depth, each correspondence also carries the query's own 3D point and the
-        final hypothesis is checked densely against the keyframes' depth (solver/verification.py)."""
+        viewpoint change. When the hypothesis is still weakly supported, the fallback matcher (LighterGlue on the
+        best references) adds global matches and the hypothesis is searched again. With query depth, each
+        correspondence also carries the query's own 3D point and the final hypothesis is checked densely against
+        the keyframes' depth (solver/verification.py)."""
         c = self.conf
         intr = frame.intrinsics
         pinhole = ev.intrinsics
         q_uv = undistort_points(feats.keypoints, intr)
-        q_xyz = None
-        if c["use_depth"] and frame.depth is not None:
-            q_xyz = lift_keypoints(feats, frame.depth, intr, np.eye(4))
-        qi, X, w = [], [], []
-        for kf_id in refs:
-            kf = self.map.keyframes[kf_id]
-            m, sim = self._mnn_matches(feats, gdesc, kf, intr)
-            ok = np.isfinite(kf.points3d[m[:, 1]]).all(1) if len(m) else np.zeros(0, bool)
-            qi.append(m[ok, 0])
-            X.append(kf.points3d[m[ok, 1]])
-            w.append(sim[ok])
-        qi = np.concatenate(qi) if qi else np.zeros(0, int)
-        X = np.concatenate(X).astype(np.float32) if X else np.zeros((0, 3), np.float32)
-        w = np.concatenate(w).astype(np.float32) if w else np.zeros(0, np.float32)
-        T, gq = None, np.zeros(0, int)
-        independent = None
-        if c["guided_matching"] and len(qi) >= 6:
-            T = self._first_hypothesis(q_uv[qi], X, None if q_xyz is None else q_xyz[qi], pinhole)
-        if T is not None:
-            # every retrieved keyframe's 3D points at once (one window search), projected with the hypothesis
-            ref_X = np.concatenate([self.map.keyframes[k].points3d for k in refs])
-            ref_D = np.concatenate([self.map.keyframes[k].features.descriptors for k in refs])
-            tree = cKDTree(q_uv)
-            for radius in (c["guided_radius"] * intr.width / 640.0, 0.5 * c["guided_radius"] * intr.width / 640.0):
-                m, sim = guided_matches(T, q_uv, feats.descriptors, pinhole, ref_X, ref_D, radius,
-                                        c["guided_min_similarity"], c["guided_margin"], tree)
-                if len(m) < 6:
-                    break
-                res = solve_pnp_ransac(q_uv[m[:, 0]], ref_X[m[:, 1]], pinhole, max(2.0, 0.5 * radius), 500)
-                if res.T_map_cam is None:
-                    break
-                T, gq, gX, gw = res.T_map_cam, m[:, 0], ref_X[m[:, 1]].astype(np.float32), sim
-            if T is not None and len(gq):
-                # guided matches are chosen to fit the hypothesis, so they cannot confirm it: the global matches
-                # stay, flagged as the hypothesis-independent evidence that the solver's acceptance counts
-                independent = np.r_[np.ones(len(qi), bool), np.zeros(len(gq), bool)]
-                qi, X, w = np.r_[qi, gq], np.concatenate([X, gX]), np.r_[w, gw].astype(np.float32)
-        ev.image_points = q_uv[qi]
-        ev.map_points = X
-        ev.independent = independent if independent is not None else np.ones(len(qi), bool)
-        ev.weights = np.clip(w, 0, 1).astype(np.float32)
+        q_xyz = lift_keypoints(feats, frame.depth, intr, np.eye(4)) if c["use_depth"] and frame.depth is not None \
+            else None
+        pooled = [self._mnn_matches(feats, gdesc, self.map.keyframes[k], intr) for k in refs]
+        qi, X, w = self._lift_matches(pooled, refs)
+        views = [v for v in (keyframe_depth_view(self.map.keyframes[k]) for k in refs) if v is not None] \
+            if q_xyz is not None else []
+        samples = sample_query_points(frame.depth, intr, rgb=frame.rgb) if views else None
+
+        def judged(result):
+            """(result, dense check or None, global-match support): the evidence the solver will weigh."""
+            T = result[0]
+            chk = dense_consistency(T, samples[0], views, query_grey=samples[1]) if T is not None and views else None
+            return result, chk, self._independent_support(T, q_uv[qi], X, pinhole)
+
+        def weak(j) -> bool:
+            _, chk, support = j
+            return support < c["fallback_below"] or (chk is not None and not chk.consistency >= c["strong_dense"])
+
+        def better(a, b):  # verified depth agreement first, then global-match support
+            key = (lambda j: (j[1].consistency if j[1] is not None and np.isfinite(j[1].consistency) else 0.0,
+                              j[2]) if views else (j[2],))
+            return a if key(a) >= key(b) else b
+
+        best = judged(self._guide(q_uv, q_xyz, feats, pinhole, refs, qi, X, w))
+        if weak(best) and self._fallback is not None:
+            ev.fallback = True
+            extra = [self._fallback_matches(feats, gdesc, self.map.keyframes[k], intr)
+                     for k in refs[: int(c["fallback_references"])]]
+            pooled = [(np.concatenate([a[0], b[0]]), np.r_[a[1], b[1]]) for a, b in zip(pooled, extra)] \
+                + pooled[len(extra):]
+            qi, X, w = self._lift_matches(pooled, refs)
+            best = better(judged(self._guide(q_uv, q_xyz, feats, pinhole, refs, qi, X, w)), best)
+        if weak(best) and c["guided_matching"] and len(refs) > 1:
+            # an aliased structure can outvote the right pose in the pooled matches: each reference's own
+            # hypothesis, guided over all references, competes on the same evidence
+            for k, per_ref in zip(refs, pooled):
+                rq, rX, _ = self._lift_matches([per_ref], [k])
+                if len(rq) < 6:
+                    continue
+                T0 = self._first_hypothesis(q_uv[rq], rX, None if q_xyz is None else q_xyz[rq], pinhole)
+                if T0 is not None:
+                    best = better(judged(self._guide(q_uv, q_xyz, feats, pinhole, refs, qi, X, w, T0)), best)
+        (T, qi_all, X_all, w_all, independent), chk, _ = best
+        ev.image_points = q_uv[qi_all]
+        ev.map_points = X_all
+        ev.independent = independent
+        ev.weights = np.clip(w_all, 0, 1).astype(np.float32)
         if q_xyz is not None:
-            ev.query_points = q_xyz[qi].astype(np.float32)
-            if T is None and len(qi) >= 6:  # no guided pass: verify the pose the solver will find from these
-                T = solve_pnp_ransac(q_uv[qi], X, pinhole, c["guided_radius"] * intr.width / 640.0 / 4, 300).T_map_cam
-            if T is not None:
-                views = [v for v in (keyframe_depth_view(self.map.keyframes[k]) for k in refs) if v is not None]
-                pts, grey = sample_query_points(frame.depth, intr, rgb=frame.rgb)
-                chk = dense_consistency(T, pts, views, query_grey=grey)
+            ev.query_points = q_xyz[qi_all].astype(np.float32)
+            if chk is None and views and len(qi_all) >= 6:  # no hypothesis: check the one the solver will find
+                T = solve_pnp_ransac(q_uv[qi_all], X_all, pinhole, 4.0 * intr.width / 640.0, 300).T_map_cam
+                chk = dense_consistency(T, samples[0], views, query_grey=samples[1]) if T is not None else None
+            if chk is not None:
                 ev.dense_consistency, ev.dense_judged, ev.dense_samples = chk.consistency, chk.judged, chk.samples
                 ev.dense_photometric = chk.photometric
+
+    def _lift_matches(self, per_ref, refs):
+        """(query indices, map points, similarities) of the matches whose keyframe keypoint has a 3D point."""
+        qi, X, w = [np.zeros(0, int)], [np.zeros((0, 3), np.float32)], [np.zeros(0, np.float32)]
+        for (m, sim), k in zip(per_ref, refs):
+            if len(m) == 0:
+                continue
+            P = self.map.keyframes[k].points3d[m[:, 1]]
+            ok = np.isfinite(P).all(1)
+            qi.append(m[ok, 0])
+            X.append(P[ok].astype(np.float32))
+            w.append(np.asarray(sim, np.float32)[ok])
+        return np.concatenate(qi), np.concatenate(X), np.concatenate(w)
+
+    def _guide(self, q_uv, q_xyz, feats, pinhole, refs, qi, X, w, T=None):
+        """-> (hypothesis or None, query indices, map points, weights, independence flags): the global matches
+        plus, when a first hypothesis exists (given, or found from the global matches), the guided matches of its
+        last refinement."""
+        c = self.conf
+        if T is None and c["guided_matching"] and len(qi) >= 6:
+            T = self._first_hypothesis(q_uv[qi], X, None if q_xyz is None else q_xyz[qi], pinhole)
+        independent = np.ones(len(qi), bool)
+        if T is None:
+            return T, qi, X, w, independent
+        # every retrieved keyframe's 3D points at once (one window search), projected with the hypothesis
+        ref_X = np.concatenate([self.map.keyframes[k].points3d for k in refs])
+        ref_D = np.concatenate([self.map.keyframes[k].features.descriptors for k in refs])
+        tree = cKDTree(q_uv)
+        scale = pinhole.width / 640.0
+        gq = np.zeros(0, int)
+        for radius in (c["guided_radius"] * scale, 0.5 * c["guided_radius"] * scale):
+            m, sim = guided_matches(T, q_uv, feats.descriptors, pinhole, ref_X, ref_D, radius,
+                                    c["guided_min_similarity"], c["guided_margin"], tree)
+            if len(m) < 6:
+                break
+            res = solve_pnp_ransac(q_uv[m[:, 0]], ref_X[m[:, 1]], pinhole, max(2.0, 0.5 * radius), 500)
+            if res.T_map_cam is None:
+                break
+            T, gq, gX, gw = res.T_map_cam, m[:, 0], ref_X[m[:, 1]].astype(np.float32), sim
+        if len(gq) == 0:
+            return T, qi, X, w, independent
+        # guided matches are chosen to fit the hypothesis, so they cannot confirm it: the global matches stay,
+        # flagged as the hypothesis-independent evidence that the solver's acceptance counts
+        return (T, np.r_[qi, gq], np.concatenate([X, gX]), np.r_[w, gw].astype(np.float32),
+                np.r_[independent, np.zeros(len(gq), bool)])
+
+    @staticmethod
+    def _independent_support(T, uv, X, pinhole) -> int:
+        """Global matches within 4 px (at 640 wide) of their projection under T: what the solver will count."""
+        if T is None or len(uv) == 0:
+            return 0
+        r = reprojection_residuals(invert(T), uv, X, pinhole).reshape(-1, 2)
+        return int((np.linalg.norm(r, axis=1) < 4.0 * pinhole.width / 640.0).sum())
+
+    def _fallback_matches(self, feats, gdesc, kf, intr):
+        """The fallback matcher on the query's and the keyframe's strongest keypoints (its cost grows with the
+        square of their number), indices mapped back to the full sets."""
+        k = int(self.conf["fallback_keypoints"])
+        sub = kf.rotation_subset(int(np.argmax(kf.global_descriptors @ gdesc)))
+        sub = sub[np.argsort(-kf.features.scores[sub], kind="stable")[:k]]
+        qsub = np.argsort(-feats.scores, kind="stable")[:k]
+        m, sim = self._fallback(feats.subset(qsub), (intr.width, intr.height), kf.features.subset(sub),
+                                (kf.intrinsics.width, kf.intrinsics.height))
+        if len(m) == 0:
+            return m, sim
+        return np.stack([qsub[m[:, 0]], sub[m[:, 1]]], 1), sim
 
     def _first_hypothesis(self, uv, X, xyz, pinhole):
         """A rough pose to guide matching: PnP-RANSAC on the pooled matches and, with query depth, Kabsch-RANSAC;
@@ -306,6 +390,7 @@ class PoseSolver:
         t0 = time.perf_counter()
         c = self.conf
         est = PoseEstimate(ev.stamp, accepted=False, timings={"inference": ev.inference_seconds})
+        est.scores["fallback"] = int(ev.fallback)
         if ev.refusal:
             est.reason = ev.refusal
             return est

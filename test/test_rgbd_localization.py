@@ -179,3 +179,30 @@ def test_cli_writes_covariances_and_counts_an_unreadable_query_image(tum_rpy, tm
                 tmp_path / "cov.txt")
     assert p.returncode == 0, p.stderr
     assert "inside the published 95 % ellipsoid: position (3-DoF)" in p.stdout
+
+
+def test_rgbd_evidence_survives_the_message_and_solves_the_same(sun3d):
+    """The inference node's RGB-D evidence (independence flags, query points, dense check) reaches the solver node
+    through a serialized relocal_msgs/QueryEvidence and gives the same decision and pose."""
+    from rclpy.serialization import deserialize_message, serialize_message
+    from relocal_msgs.msg import QueryEvidence as Msg
+    from std_msgs.msg import Header
+
+    from relocal_ros.nodes.conversions import evidence_from_msg, evidence_to_msg
+    from relocal_ros.pipeline import InferenceEngine, PoseSolver
+    kmap = _single_keyframe_map(sun3d[0])
+    query = sun3d[20]
+    query.pose = None
+    ev = InferenceEngine(kmap).infer(query)
+    assert len(ev.query_points) == len(ev.image_points) > 0 and (~ev.independent).any()
+    assert ev.dense_judged > 0
+    header = Header()
+    header.stamp.sec, header.stamp.nanosec = 20, 666666667
+    back = evidence_from_msg(deserialize_message(serialize_message(evidence_to_msg(ev, header)), Msg))
+    assert np.array_equal(back.independent, ev.independent)
+    assert np.allclose(back.query_points, ev.query_points, equal_nan=True)
+    assert (back.dense_judged, back.dense_samples) == (ev.dense_judged, ev.dense_samples)
+    assert back.dense_consistency == pytest.approx(ev.dense_consistency)
+    a, b = PoseSolver().solve(ev), PoseSolver().solve(back)
+    assert a.accepted and b.accepted and a.scores["independent_inliers"] == b.scores["independent_inliers"]
+    assert np.allclose(a.T_map_cam, b.T_map_cam, atol=1e-4)

@@ -131,3 +131,26 @@ def stable_depth(depth: np.ndarray, max_relative_jump: float = 0.05) -> np.ndarr
     lo = cv2.erode(np.where(d > 0, d, np.float32(1e9)), kernel)
     ok = (d > 0) & (lo < 1e8) & (hi - lo <= max_relative_jump * d)
     return np.where(ok, d, 0).astype(np.float32)
+
+
+def register_depth(depth: np.ndarray, depth_intrinsics: Intrinsics, colour_intrinsics: Intrinsics,
+                   t_colour_depth=(0.0, 0.0, 0.0)) -> np.ndarray:
+    """Depth from a separate depth camera re-projected into the colour camera's pixels (rotation between the two
+    taken as identity, translation t_colour_depth in metres): every valid depth pixel is lifted, moved and projected,
+    the nearest surface kept where several land on one pixel. Pixels that no depth pixel reaches stay 0."""
+    h, w = colour_intrinsics.height, colour_intrinsics.width
+    v, u = np.nonzero(np.isfinite(depth) & (depth > 0))
+    z = depth[v, u].astype(np.float64)
+    di, ci = depth_intrinsics, colour_intrinsics
+    x = (u - di.cx) / di.fx * z + t_colour_depth[0]
+    y = (v - di.cy) / di.fy * z + t_colour_depth[1]
+    z = z + t_colour_depth[2]
+    front = z > 1e-3
+    uc = np.round(ci.fx * x[front] / z[front] + ci.cx).astype(int)
+    vc = np.round(ci.fy * y[front] / z[front] + ci.cy).astype(int)
+    zc = z[front]
+    ok = (uc >= 0) & (uc < w) & (vc >= 0) & (vc < h)
+    out = np.full((h, w), np.inf, np.float32)
+    np.minimum.at(out, (vc[ok], uc[ok]), zc[ok].astype(np.float32))
+    out[~np.isfinite(out)] = 0.0
+    return out

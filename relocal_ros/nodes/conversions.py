@@ -113,7 +113,8 @@ def evidence_to_msg(ev: QueryEvidence, header):
 # (bool[] independent, float32[] query_points (3N), float64 dense_consistency / dense_photometric,
 # uint32 dense_judged / dense_samples); otherwise the dataclass defaults apply on the solver side.
 _OPTIONAL_ARRAYS = {"independent": (bool, None), "query_points": (np.float32, 3)}
-_OPTIONAL_SCALARS = {"dense_consistency": float, "dense_photometric": float, "dense_judged": int, "dense_samples": int}
+_OPTIONAL_SCALARS = {"dense_consistency": float, "dense_photometric": float, "dense_judged": int, "dense_samples": int,
+                     "fallback": bool}
 
 
 def _optional_to_msg(ev, m) -> None:

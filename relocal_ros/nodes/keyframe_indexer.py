@@ -53,7 +53,7 @@ class KeyframeIndexerNode(ManagedNode):
                                  "PoseWithCovarianceStamped (e.g. amcl_pose) or Odometry")
         self.pose_frame = declare(self, "mapping_pose_frame", "", "pose_source topic: the frame whose pose the "
                                   "topic gives (e.g. base_link); '' = Odometry's child_frame_id, else the camera")
-        self.pose_wait = declare(self, "mapping_pose_wait", 0.2, "wait this long for the pose after an image (s)",
+        self.pose_wait = declare(self, "mapping_pose_wait", 1.0, "wait this long for the pose after an image (s)",
                                  0.0, 5.0)
         self.pose_max_interval = declare(self, "mapping_pose_max_interval", 0.5, "never interpolate between two "
                                          "poses further apart (s)", 0.0, 10.0)

@@ -45,9 +45,10 @@ def build_scene(seed: int) -> tuple[Scene, np.ndarray]:
 _worker = {}
 
 
-def _init_worker(seed, width, height):
+def _init_worker(seed, width, height, sensor_model=False):
     from relocal_ros.data.synth.renderer import Renderer
     scene, textures = build_scene(seed)
+    _worker["sensor_model"] = (seed if sensor_model else None)
     _worker["renderer"] = Renderer(scene.boxes, textures, scene_intrinsics(width, height), scene.light,
                                    scene.ambient, scene.intensity)
 
@@ -55,19 +56,26 @@ def _init_worker(seed, width, height):
 def _render_job(job):
     base, T = job
     rgb, depth = _worker["renderer"].render(T)
+    if _worker.get("sensor_model") is not None:  # per-frame draws from (seed, sequence, frame): reproducible
+        from relocal_ros.data.synth.sensor import apply_sensor_model
+        seq, frame = Path(base).parent.name, Path(base).name
+        key = [_worker["sensor_model"], 7] + [int(c) for c in (seq + frame) if c.isdigit()]
+        rgb, depth = apply_sensor_model(rgb, depth, np.random.default_rng(key))
     write_frame(Path(base), rgb, depth, T)
     return base
 
 
 def generate_scene(out_dir, seed: int, *, width: int = 640, height: int = 480, n_map: int = 120,
-                   n_query: int = 60, workers: int | None = None, progress: bool = True) -> Path:
+                   n_query: int = 60, workers: int | None = None, progress: bool = True, wide_queries: int = 0,
+                   sensor_model: bool = False) -> Path:
     """Generate the scene for `seed` into out_dir (layout in the module docstring) and return out_dir.
-    workers: processes, each with its own GL context (default: one per core)."""
+    workers: processes, each with its own GL context (default: one per core). wide_queries: also seq-04, that many
+    wide-baseline queries; sensor_model: every frame degraded as a real RGB-D sensor would (synth/sensor.py)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     scene, _ = build_scene(seed)
     intr = scene_intrinsics(width, height)
-    seqs = trajectories(scene, seed, n_map, n_query, intr)
+    seqs = trajectories(scene, seed, n_map, n_query, intr, n_wide_queries=wide_queries)
     # the poses are the renderer's own: exact, which the map records so that the solver adds no map-error floor
     save_calibration_yaml(out / "calibration.yaml", intr, DEPTH_SCALE, extra={"pose_sigma_m": 0.0, "pose_sigma_deg": 0.0},
                           comment=f"relocal synth seed {seed}: ideal pinhole, depth PNG in millimetres")
@@ -79,7 +87,7 @@ def generate_scene(out_dir, seed: int, *, width: int = 640, height: int = 480, n
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
     bar = tqdm(total=len(jobs), desc=f"synth seed {seed}", unit="frame", disable=not progress)
     if workers == 1:
-        _init_worker(seed, width, height)
+        _init_worker(seed, width, height, sensor_model)
         try:
             for j in jobs:
                 _render_job(j)
@@ -87,7 +95,7 @@ def generate_scene(out_dir, seed: int, *, width: int = 640, height: int = 480, n
         finally:
             _worker.pop("renderer").release()
     else:  # one GL context per process; spawn, because an EGL context does not survive fork
-        with get_context("spawn").Pool(workers, _init_worker, (seed, width, height)) as pool:
+        with get_context("spawn").Pool(workers, _init_worker, (seed, width, height, sensor_model)) as pool:
             for _ in pool.imap_unordered(_render_job, jobs, chunksize=8):
                 bar.update()
     bar.close()

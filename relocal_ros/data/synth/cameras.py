@@ -100,10 +100,33 @@ def corner_views(scene, room, intr: Intrinsics, height: float = SPARSE_HEIGHT, m
     return poses
 
 
-def trajectories(scene, seed: int, n_map: int, n_query: int, intr: Intrinsics, n_sparse_queries: int = 12) -> dict:
+def wide_baseline_queries(scene, map_poses, n, rng, intr: Intrinsics, offset=(0.5, 1.5), turn_deg=(30.0, 60.0),
+                          tries: int = 400) -> list:
+    """n dense query poses, each leaving a map pose by 0.5-1.5 m (horizontally, random direction, height redrawn)
+    and turned 30-60 deg in yaw either way: the viewpoint change of a robot that comes back along another path."""
+    out = []
+    for _ in range(n):
+        for _ in range(tries):
+            M = map_poses[rng.integers(len(map_poses))]
+            a, r = rng.uniform(-np.pi, np.pi), rng.uniform(*offset)
+            x, y = M[0, 3] + r * np.cos(a), M[1, 3] + r * np.sin(a)
+            view = M[:3, :3] @ np.array([0.0, 0.0, 1.0])
+            yaw = np.arctan2(view[1], view[0]) + rng.choice([-1, 1]) * np.radians(rng.uniform(*turn_deg))
+            T = _dense_pose(x, y, yaw, rng)
+            if acceptable_view(scene, T, intr):
+                out.append(T)
+                break
+        else:
+            raise RuntimeError(f"no acceptable wide-baseline query found in {tries} tries (scene seed {scene.seed})")
+    return out
+
+
+def trajectories(scene, seed: int, n_map: int, n_query: int, intr: Intrinsics, n_sparse_queries: int = 12,
+                 n_wide_queries: int = 0) -> dict:
     """{sequence name: [T_world_cam]}: seq-01 mapping walk (two loops per room, outer and inner), seq-02 queries
     (a loop between them with other phase, heights and headings, so every query has map views nearby), seq-03
-    the sparse case: four corner references of the first room, then ground-robot queries in that room."""
+    the sparse case: four corner references of the first room, then ground-robot queries in that room; seq-04
+    (n_wide_queries > 0) wide-baseline queries (wide_baseline_queries)."""
     if n_map < 2 * len(scene.rooms) or n_query < len(scene.rooms):
         raise ValueError(f"need at least {2 * len(scene.rooms)} map and {len(scene.rooms)} query frames")
     rng = np.random.default_rng([seed, 1])
@@ -117,4 +140,7 @@ def trajectories(scene, seed: int, n_map: int, n_query: int, intr: Intrinsics, n
     room = scene.rooms[0]
     seqs["seq-03"] = corner_views(scene, room, intr) + [random_pose(scene, rng, intr, dense=False, room=room)
                                                         for _ in range(n_sparse_queries)]
+    if n_wide_queries:  # drawn last, from their own stream: seq-01..03 stay byte-identical with or without them
+        seqs["seq-04"] = wide_baseline_queries(scene, seqs["seq-01"], n_wide_queries, np.random.default_rng([seed, 4]),
+                                               intr)
     return seqs
