@@ -52,7 +52,7 @@ METHODS = {
     # name: (map build conf, relocalizer conf)
     "relocal default": ({}, {}),
     "relocal RGB only": ({}, {"inference": {"use_depth": False}}),
-    "relocal without fallback matcher": ({}, {"inference": {"fallback_matcher": ""}}),
+    "relocal + LighterGlue fallback": ({}, {"inference": {"fallback_matcher": "lighterglue"}}),
     "relocal earlier default (mnn, no depth)": ({}, {"inference": {"use_depth": False, "guided_matching": False,
                                                                    "num_references": 3, "fallback_matcher": ""}}),
     "peer XFeat+LighterGlue+depth+PnP": ({"extractor_conf": {"width": 640, "height": 480}},

@@ -35,7 +35,10 @@ def depth_graph(tmp_path_factory):
     d = tmp_path_factory.mktemp("bad_inputs")
     build_map(ps.map_frames(), {"vocabulary": "map", "vocabulary_words": 16}, progress=False).save(d / "map")
     g = GraphProcesses(str(d / "map"), log_dir=d,
-                       extra=["-p", "pose_solver:base_frame:=camera_link", "-p", "inference_node:use_depth:=true",
+                       # the probe publishes no camera mount (no TF): the camera is the base here, so the solver
+                       # publishes the optical frame's pose (without base->camera TF it would refuse, rightly)
+                       extra=["-p", "pose_solver:base_frame:=camera_color_optical_frame",
+                              "-p", "inference_node:use_depth:=true",
                               "-p", "inference_node:reliable_images:=true"]).start()
     yield g
     g.stop()

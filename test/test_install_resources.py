@@ -56,9 +56,11 @@ def test_pip_installed_package_localizes_with_the_shipped_weights(tmp_path):
                                capture_output=True, text=True, check=True).stdout.strip())
     (site / "relocal_parent_env.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")  # torch & co., no .pth run
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RELOCAL_MODELS_DIR")}
+    # the build backend: this venv's setuptools (the base interpreter's may predate a built-in bdist_wheel)
+    build_env = {**env, "PYTHONPATH": sysconfig.get_paths()["purelib"]}
     p = subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                        "--disable-pip-version-check", str(src)], capture_output=True, text=True, timeout=600, env=env,
-                       cwd=tmp_path)
+                        "--disable-pip-version-check", str(src)], capture_output=True, text=True, timeout=600,
+                       env=build_env, cwd=tmp_path)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     shutil.rmtree(src)   # nothing of the sources is left to fall back on
 

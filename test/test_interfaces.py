@@ -67,7 +67,8 @@ def test_field_types_are_as_specified():
     assert ev.keyframe_ids.typecode == "I" and ev.hypotheses[0].translation_samples.typecode == "d"
     assert set(QueryEvidence.get_fields_and_field_types()) == {
         "header", "camera_info", "method", "image_points", "map_points", "weights", "keyframe_ids", "hypotheses",
-        "inference_seconds", "map_pose_sigma_m", "map_pose_sigma_deg", "refusal"}
+        "inference_seconds", "map_pose_sigma_m", "map_pose_sigma_deg", "refusal", "independent", "query_points",
+        "dense_consistency", "dense_judged", "dense_samples", "dense_photometric", "fallback"}
     assert set(RelativePoseHypothesis.get_fields_and_field_types()) == {
         "keyframe_id", "keyframe_pose", "relative_pose", "scale", "uncertainty", "translation_samples"}
 

@@ -268,7 +268,9 @@ def test_map_to_odom_is_fresh_at_now_through_refused_stretches(robot, graph):
             state["next"] = now + 0.05
             t_ns = robot.now_ns()
             T = robot.consumer.lookup("map", "base_link", t_ns, 0.0)
-            lookups.append((now, None if T is None else T @ invert(robot.odom_at(t_ns))))
+            M = robot.consumer.lookup("map", "odom", t_ns, 0.0)       # the solver's part of the chain alone
+            odom_age = (t_ns - robot.odom_log[-1][0]) * 1e-9       # the simulated robot's part
+            lookups.append((now, None if T is None else T @ invert(robot.odom_at(t_ns)), M is not None, odom_age))
 
     for item in plan:
         if isinstance(item, str):
@@ -291,11 +293,15 @@ def test_map_to_odom_is_fresh_at_now_through_refused_stretches(robot, graph):
     # every lookup from the first accepted pose on (+ 0.1 s: the pose and /tf are two topics, /tf heard on its own
     # thread); when an earlier test left a map->odom standing, the lookups before are checked too
     t_first = estimates[n_before][0] + 0.1
-    if lookups[0][1] is not None:
+    if lookups[0][2]:
         t_first = lookups[0][0]
-    counted = [(t, T) for t, T in lookups if t >= t_first]
+    counted = [(t, T) for t, T, _, _ in lookups if t >= t_first]
     t_start = counted[0][0]
-    ok = [T is not None for _, T in counted]
+    map_odom_ok = [m for t, _, m, _ in lookups if t >= t_first]
+    # a map->base_link lookup also needs odometry within the 50 ms TF tolerance; the test's own 50 Hz odometry
+    # publisher (this process, sharing 2 cores with the graph) can stall longer: those are the robot's failures
+    ok = [T is not None for t, T, _, age in lookups if t >= t_first and age < 0.04]
+    stalled = sum(1 for t, _, _, age in lookups if t >= t_first and age >= 0.04)
     success = sum(ok) / len(ok)
     errs, errs_latest, worst = [], [], []
     for t, T in counted:
@@ -326,7 +332,11 @@ def test_map_to_odom_is_fresh_at_now_through_refused_stretches(robot, graph):
           f"{np.median(ahead):.3f} s ahead of now (min {ahead.min():.3f} s); error percentiles 50/95 "
           f"{np.percentile(errs[:, 0], 50) * 1000:.2f}/{np.percentile(errs[:, 0], 95) * 1000:.2f} mm")
     print("worst lookups (error m, s since the last pose, poses around):", sorted(worst, key=lambda w: w[0])[-3:])
-    assert success == 1.0, f"{len(ok) - sum(ok)} of {len(ok)} lookups at now failed"
+    print(f"map->odom at now: {sum(map_odom_ok)} of {len(map_odom_ok)} succeeded; {stalled} lookups skipped for "
+          f"odometry older than 40 ms (the test's publisher stalled)")
+    assert all(map_odom_ok), f"{len(map_odom_ok) - sum(map_odom_ok)} of {len(map_odom_ok)} map->odom lookups failed"
+    assert success == 1.0, f"{len(ok) - sum(ok)} of {len(ok)} map->base_link lookups at now failed"
+    assert stalled < 0.05 * len(counted), stalled
     assert errs[:, 0].max() < 0.01 and errs[:, 1].max() < 0.5, errs.max(axis=0)
     assert gaps.max() < 0.25, gaps.max()         # 20 Hz through the refused stretches
     assert np.percentile(ahead, 5) > TOL - 0.1, ahead   # post-dated by transform_tolerance

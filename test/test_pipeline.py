@@ -79,10 +79,20 @@ def test_the_map_states_its_pose_accuracy_and_the_covariance_floor_follows_it(pl
     q = ps.query_frames()[0]
     ev = plane_reloc.engine.infer(q)
     assert np.isnan(ev.map_sigma_m)                      # this map does not state its accuracy: default floor
-    default = plane_reloc.solver.solve(ev).covariance
+    est = plane_reloc.solver.solve(ev)
+    default = est.covariance
     ev.map_sigma_m, ev.map_sigma_deg = 0.0, 0.0          # as a synthetic scene's map does: exact poses
     exact = plane_reloc.solver.solve(ev).covariance
-    assert np.allclose(np.diag(default)[:3] - np.diag(exact)[:3], 0.01 ** 2, rtol=1e-3)
+    ev.map_sigma_m, ev.map_sigma_deg = 0.01, 0.0         # position error alone: added as it is
+    assert np.allclose(np.diag(plane_reloc.solver.solve(ev).covariance)[:3] - np.diag(exact)[:3], 0.01 ** 2,
+                       rtol=1e-3)
+    # orientation error: added to the rotation, and to the position through the lever arm of the points' range
+    # (1 deg at range z moves them by z * 0.0175), averaged over the retrieved keyframes
+    T_cam_map = np.linalg.inv(est.T_map_cam)
+    z = (ev.map_points @ T_cam_map[:3, :3].T + T_cam_map[:3, 3])[:, 2]
+    lever2 = np.radians(1.0) ** 2 / max(1, len(ev.keyframe_ids))
+    pos = np.diag(default)[:3] - np.diag(exact)[:3] - 0.01 ** 2
+    assert np.all(pos >= lever2 * z.min() ** 2 * 0.999) and np.all(pos <= lever2 * z.max() ** 2 * 1.001)
     assert np.allclose(np.diag(default)[3:] - np.diag(exact)[3:], np.radians(1.0) ** 2, rtol=1e-3)
     kmap = build_map(ps.map_frames()[:4], {"vocabulary": "map", "vocabulary_words": 16, "pose_sigma": (0.002, 0.1)},
                      progress=False)

@@ -53,8 +53,8 @@ class KeyframeIndexerNode(ManagedNode):
                                  "PoseWithCovarianceStamped (e.g. amcl_pose) or Odometry")
         self.pose_frame = declare(self, "mapping_pose_frame", "", "pose_source topic: the frame whose pose the "
                                   "topic gives (e.g. base_link); '' = Odometry's child_frame_id, else the camera")
-        self.pose_wait = declare(self, "mapping_pose_wait", 1.0, "wait this long for the pose after an image (s)",
-                                 0.0, 5.0)
+        self.pose_wait = declare(self, "mapping_pose_wait", 5.0, "wait this long for the pose after an image (s)",
+                                 0.0, 60.0)
         self.pose_max_interval = declare(self, "mapping_pose_max_interval", 0.5, "never interpolate between two "
                                          "poses further apart (s)", 0.0, 10.0)
         self.min_t = declare(self, "min_translation", 0.05, "keyframe spacing (m)", 0.0, 10.0)
@@ -199,7 +199,10 @@ class KeyframeIndexerNode(ManagedNode):
                 break
             time.sleep(0.005)
         if p is None:
-            return None, f"no {self.pose_type} on {self.pose_topic} around the image time"
+            newest = self.poses.newest_ns()
+            return None, (f"no {self.pose_type} on {self.pose_topic} around the image time {t_ns * 1e-9:.6f} "
+                          f"(newest pose: {'none' if newest is None else f'{newest * 1e-9:.6f}'}, "
+                          f"{self.poses.count} received)")
         frame = p.pose_frame or camera_frame
         T_map_header = np.eye(4) if p.header_frame == self.map_frame else \
             tf.lookup(self.map_frame, p.header_frame, t_ns, 0.1)

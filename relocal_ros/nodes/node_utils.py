@@ -110,7 +110,7 @@ class LatestFrameWorker:
     def stop(self) -> None:
         self._stop = True
         self._wake.set()
-        self._thread.join(timeout=10.0)
+        self._thread.join(timeout=5.0)
 
     def _run(self) -> None:
         while not self._stop:

@@ -56,9 +56,11 @@ class PoseHistory:
         self._poses: dict[int, StampedPose] = {}
         self._lock = threading.Lock()
         self.clock_resets = 0
+        self.count = 0
 
     def add(self, pose: StampedPose) -> None:
         with self._lock:
+            self.count += 1
             if self._times and pose.stamp_ns < self._times[-1] - self.clock_jump_ns:
                 self._times.clear()   # bag loop or simulation reset
                 self._poses.clear()

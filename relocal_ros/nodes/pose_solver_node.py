@@ -108,7 +108,10 @@ class PoseSolverNode(ManagedNode):
         tf = self.tf
         if tf is None:
             return
-        st = self.keeper.due(self.get_clock().now().nanoseconds)
+        now_ns = self.get_clock().now().nanoseconds
+        if now_ns == 0:   # use_sim_time before the first /clock: no time to stamp with
+            return
+        st = self.keeper.due(now_ns)
         if st is not None:
             tf.send_ns(st.T, st.parent, st.child, st.stamp_ns)
 
