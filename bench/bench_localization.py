@@ -33,7 +33,8 @@ from relocal_ros.geometry.poses import pose_error  # noqa: E402
 from relocal_ros.mapping.builder import build_map  # noqa: E402
 from relocal_ros.pipeline import Relocalizer  # noqa: E402
 
-SIFT_MNN = {"min_similarity": 0.0, "max_ratio": 0.8}
+SIFT_MNN = {"min_similarity": 0.0, "max_ratio": 0.8, "use_depth": False, "guided_matching": False}
+PEER = {"use_depth": False, "guided_matching": False}  # the baselines match globally, as published
 METHODS = {
     # name: (map build conf, relocalizer conf, kind)
     "relocal xfeat512+mnn (default)": ({"extractor": "xfeat"}, {}, "pnp"),
@@ -42,7 +43,8 @@ METHODS = {
     # SIFT is rotation invariant: its maps store one rotation, as the classical baselines do
     "baseline SIFT+5-point": ({"extractor": "sift", "rotations": [0.0]}, None, "5pt"),
     "baseline SIFT+depth+PnP": ({"extractor": "sift", "rotations": [0.0]}, {"inference": SIFT_MNN}, "pnp"),
-    "baseline XFeat+LighterGlue+depth+PnP": ({"extractor": "xfeat"}, {"inference": {"matcher": "lighterglue"}}, "pnp"),
+    "baseline XFeat+LighterGlue+depth+PnP": ({"extractor": "xfeat"}, {"inference": {**PEER, "matcher": "lighterglue"}},
+                                             "pnp"),
     "relocal PnP with DSAC++ soft-inlier scoring": ({"extractor": "xfeat"}, {"solver": {"pnp_scoring": "soft_inlier"}}, "pnp"),
     # relative poses (essential matrix per retrieved keyframe, scale from its depth) combined three ways
     "relative: ExReNet triangulation+RANSAC": ({"extractor": "xfeat"}, {"inference": {

@@ -52,8 +52,9 @@ def main():
             axes[0].scatter(np.maximum(x, 0.8), y, c=colour, marker=markers[k % len(markers)], s=22, alpha=0.7,
                             label=f"{scene}: {label} ({len(sel)})")
             axes[1].scatter(np.maximum(x, 0.8), c, c=colour, marker=markers[k % len(markers)], s=22, alpha=0.7)
+            ylo, yhi = (np.nanmin(y), np.nanmax(y)) if np.isfinite(y).any() else (np.nan, np.nan)
             print(f"{scene:36s} {label:8s} n={len(sel):3d}  independent inliers {np.nanmin(x):5.0f}..{np.nanmax(x):5.0f}"
-                  f"  dense {np.nanmin(y) if np.isfinite(y).any() else np.nan:.2f}..{np.nanmax(y) if np.isfinite(y).any() else np.nan:.2f}"
+                  f"  dense {ylo:.2f}..{yhi:.2f}"
                   f"  coverage {np.nanmin(c):.2f}..{np.nanmax(c):.2f}")
     for ax, ylab, thr in ((axes[0], "dense depth consistency (RGB-D)", conf["min_dense_consistency"]),
                           (axes[1], "inlier coverage of the image", conf["min_inlier_coverage"])):

@@ -6,23 +6,23 @@ import copy
 import time
 
 import numpy as np
+from scipy.spatial import cKDTree
+from threadpoolctl import ThreadpoolController
 
 from relocal_ros.data.frames import RGBDFrame
 from relocal_ros.estimates import PoseEstimate, QueryEvidence
 from relocal_ros.geometry.camera import Intrinsics, undistort_points
-from scipy.spatial import cKDTree
-
 from relocal_ros.geometry.poses import invert
 from relocal_ros.mapping.keyframe_map import KeyframeMap, lift_keypoints
 from relocal_ros.matching.guided import guided_matches
 from relocal_ros.matching.matchers import make_matcher
 from relocal_ros.retrieval.index import select_diverse
 from relocal_ros.solver.pnp import PnPResult, inlier_coverage, pose_covariance, reprojection_residuals, solve_pnp_ransac
-from relocal_ros.solver.rigid import solve_rigid_ransac
-from relocal_ros.solver.verification import dense_consistency, keyframe_depth_view, sample_query_points
 from relocal_ros.solver.relative import FUSIONS, fuse
+from relocal_ros.solver.rigid import solve_rigid_ransac
 from relocal_ros.solver.soft_ransac import solve_pnp_soft_inlier
 from relocal_ros.solver.two_view import relative_pose_hypothesis
+from relocal_ros.solver.verification import dense_consistency, keyframe_depth_view, sample_query_points
 
 # xfeat_pnp: matches lifted with keyframe depth -> PnP-RANSAC (the default, most accurate here).
 # xfeat_relative: essential-matrix relative pose per retrieved keyframe, scale from its depth -> the relative-pose
@@ -103,11 +103,21 @@ _DEFAULT_CONF = {
         "min_dense_samples": 50,      # ... and at least this many samples could be compared
         "min_dense_overlap": 0.25,    # ... which are at least this share of the query's depth samples (right: >= 0.29)
         "max_position_std": 0.25,     # refuse when the covariance says the position is this uncertain (m)
-        "pnp_scoring": "ransac",      # "ransac" (poselib LO-RANSAC) or "soft_inlier" (DSAC++ Eq. 5, solver/soft_ransac.py)
+        "pnp_scoring": "ransac",      # "ransac" (poselib LO-RANSAC) or "soft_inlier" (DSAC++ Eq. 5, soft_ransac.py)
         "fusion": "exrenet",          # relative-pose methods: "exrenet", "irls" or "rrpr" (solver/relative.py)
         "min_relative_inliers": 2,    # relative-pose methods: refuse when fewer keyframes agree
     },
 }
+
+
+_THREADPOOLS = ThreadpoolController()
+
+
+def single_threaded_blas():
+    """numpy's BLAS on one thread for the small products of one query (1024 x 64 descriptors): OpenBLAS's threads
+    spin against ONNX Runtime's and other processes' on a 2-core robot computer — measured under load, mutual-NN
+    matching took 75 ms (max 769 ms) with 2 BLAS threads and 13 ms (max 86 ms) with one."""
+    return _THREADPOOLS.limit(limits=1, user_api="blas")
 
 
 def default_conf() -> dict:
@@ -171,6 +181,10 @@ class InferenceEngine:
             self.learned.add_keyframe(keyframe)
 
     def infer(self, frame: RGBDFrame) -> QueryEvidence:
+        with single_threaded_blas():
+            return self._infer(frame)
+
+    def _infer(self, frame: RGBDFrame) -> QueryEvidence:
         t0 = time.perf_counter()
         intr = frame.intrinsics
         pinhole = Intrinsics(intr.fx, intr.fy, intr.cx, intr.cy, intr.width, intr.height) if intr else None
@@ -254,9 +268,12 @@ class InferenceEngine:
             _, chk, support = j
             return support < c["fallback_below"] or (chk is not None and not chk.consistency >= c["strong_dense"])
 
-        def better(a, b):  # verified depth agreement first, then global-match support
-            key = (lambda j: (j[1].consistency if j[1] is not None and np.isfinite(j[1].consistency) else 0.0,
-                              j[2]) if views else (j[2],))
+        def key(j):  # verified depth agreement first, then global-match support
+            if not views:
+                return (j[2],)
+            return (j[1].consistency if j[1] is not None and np.isfinite(j[1].consistency) else 0.0, j[2])
+
+        def better(a, b):
             return a if key(a) >= key(b) else b
 
         best = judged(self._guide(q_uv, q_xyz, feats, pinhole, refs, qi, X, w))
@@ -326,7 +343,9 @@ class InferenceEngine:
                                     c["guided_min_similarity"], c["guided_margin"], tree)
             if len(m) < 6:
                 break
-            res = solve_pnp_ransac(q_uv[m[:, 0]], ref_X[m[:, 1]], pinhole, max(2.0, 0.5 * radius), 500)
+            # guided matches mostly fit: RANSAC ends after a few samples, local optimisation does the work
+            res = solve_pnp_ransac(q_uv[m[:, 0]], ref_X[m[:, 1]], pinhole, max(2.0, 0.5 * radius), 200,
+                                   min_iterations=5)
             if res.T_map_cam is None:
                 break
             T, gq, gX, gw = res.T_map_cam, m[:, 0], ref_X[m[:, 1]].astype(np.float32), sim
@@ -387,6 +406,10 @@ class PoseSolver:
             raise ValueError(f"unknown fusion {self.conf['fusion']!r}; choose one of {FUSIONS}")
 
     def solve(self, ev: QueryEvidence) -> PoseEstimate:
+        with single_threaded_blas():
+            return self._solve(ev)
+
+    def _solve(self, ev: QueryEvidence) -> PoseEstimate:
         t0 = time.perf_counter()
         c = self.conf
         est = PoseEstimate(ev.stamp, accepted=False, timings={"inference": ev.inference_seconds})

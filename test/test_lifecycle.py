@@ -67,8 +67,10 @@ def test_configure_activate_deactivate_cleanup_twice_without_leaks(which, plane_
         else:
             node = KeyframeIndexerNode(parameter_overrides=[
                 Parameter("map_path", value=str(tmp_path / "new_map")), Parameter("mapping", value=True),
-                Parameter("mapping_pose_type", value="Odometry"), Parameter("mapping_pose_topic", value="odom")])
-            active_topics = {"/odom", "/camera/camera/color/image_raw"}
+                Parameter("mapping_pose_type", value="Odometry"), Parameter("mapping_pose_topic", value="odom"),
+                Parameter("image_transport", value="compressed")])
+            active_topics = {"/odom", "/camera/camera/color/image_raw/compressed",
+                             "/camera/camera/aligned_depth_to_color/image_raw/compressedDepth"}
         base_entities, base_threads = _entities(node), threading.active_count()
         for cycle in range(2):
             node.trigger_configure()

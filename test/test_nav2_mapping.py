@@ -1,6 +1,7 @@
 """Mapping from what a Nav2 robot publishes: nav_msgs/Odometry of base_link in odom (not at the image stamps),
-map->odom on /tf, base_link->camera on /tf_static. The keyframe indexer (a real process, lifecycle-autostarted)
-interpolates the odometry to each image stamp and composes it with TF; its keyframes are the cameras' true poses."""
+map->odom on /tf, base_link->camera on /tf_static, images through image_transport (JPEG `compressed`, PNG
+`compressedDepth`). The keyframe indexer (a real process, lifecycle-autostarted) interpolates the odometry to each
+image stamp and composes it with TF; its keyframes are the cameras' true poses, with the depth of the PNG."""
 import os
 import random
 import subprocess
@@ -36,11 +37,13 @@ def test_keyframes_from_odometry_interpolated_and_composed_with_tf(tmp_path):
     from nav_msgs.msg import Odometry
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import CameraInfo, Image
+    from sensor_msgs.msg import CameraInfo, CompressedImage
     from std_srvs.srv import Trigger
     from tf2_msgs.msg import TFMessage
 
-    from relocal_ros.data.images import numpy_to_image_msg
+    import array
+
+    from relocal_ros.data.images import compress_depth_mm, compress_rgb
     from relocal_ros.nodes.conversions import camera_info_msg, pose_msg_from_T, transform_msg_from_T
 
     env = {**os.environ, "ROS_DOMAIN_ID": str(random.randint(20, 200)), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
@@ -49,7 +52,8 @@ def test_keyframes_from_odometry_interpolated_and_composed_with_tf(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "relocal_ros.nodes.keyframe_indexer", "--ros-args",
                              "-p", f"map_path:={map_dir}", "-p", "mapping:=true", "-p", "bootstrap_keyframes:=4",
                              "-p", "reliable_images:=true", "-p", "autosave_keyframes:=0",
-                             "-p", "mapping_pose_type:=Odometry", "-p", "mapping_pose_topic:=odom"],
+                             "-p", "mapping_pose_type:=Odometry", "-p", "mapping_pose_topic:=odom",
+                             "-p", "image_transport:=compressed"],
                             env=env, stdout=log, stderr=subprocess.STDOUT)
     saved = os.environ.get("ROS_DOMAIN_ID")
     os.environ["ROS_DOMAIN_ID"] = env["ROS_DOMAIN_ID"]
@@ -60,8 +64,9 @@ def test_keyframes_from_odometry_interpolated_and_composed_with_tf(tmp_path):
         ex.add_node(node)
         static_qos = QoSProfile(depth=10, durability=DurabilityPolicy.TRANSIENT_LOCAL,
                                 reliability=ReliabilityPolicy.RELIABLE)
-        pubs = {"color": node.create_publisher(Image, "/camera/camera/color/image_raw", 10),
-                "depth": node.create_publisher(Image, "/camera/camera/aligned_depth_to_color/image_raw", 10),
+        pubs = {"color": node.create_publisher(CompressedImage, "/camera/camera/color/image_raw/compressed", 10),
+                "depth": node.create_publisher(CompressedImage,
+                                               "/camera/camera/aligned_depth_to_color/image_raw/compressedDepth", 10),
                 "info": node.create_publisher(CameraInfo, "/camera/camera/color/camera_info", 10),
                 "odom": node.create_publisher(Odometry, "odom", 50),
                 "tf": node.create_publisher(TFMessage, "/tf", 100),
@@ -106,8 +111,10 @@ def test_keyframes_from_odometry_interpolated_and_composed_with_tf(tmp_path):
                 od.header.frame_id, od.child_frame_id = "odom", "base_link"
                 od.pose.pose = pose_msg_from_T(odom_sample(T_odom_base, s))
                 pubs["odom"].publish(od)
-            rgb = numpy_to_image_msg(f.rgb, "rgb8")
-            depth = numpy_to_image_msg((f.depth * 1000).astype("uint16"), "16UC1")
+            fmt, data = compress_rgb(f.rgb, "jpeg", 95)
+            rgb = CompressedImage(format=fmt, data=array.array("B", data))
+            fmt, data = compress_depth_mm(np.rint(f.depth * 1000).astype(np.uint16))
+            depth = CompressedImage(format=fmt, data=array.array("B", data))
             info = camera_info_msg(f.intrinsics)
             for m in (rgb, depth, info):
                 m.header.stamp.sec, m.header.stamp.nanosec = divmod(t_ns, 1_000_000_000)
@@ -133,6 +140,12 @@ def test_keyframes_from_odometry_interpolated_and_composed_with_tf(tmp_path):
         # the nearest odometry sample alone would be 1 cm / 0.6 deg off: interpolation and composition are exact
         print(f"keyframe pose error max {errs[:, 0].max() * 1000:.3f} mm / {errs[:, 1].max():.4f} deg")
         assert errs[:, 0].max() < 1e-3 and errs[:, 1].max() < 0.05, errs.max(axis=0)
+        for kf, f in zip(sorted(kmap.keyframes, key=lambda k: float(k.stamp)), frames):   # depth from the PNG
+            X = kf.points3d[np.isfinite(kf.points3d).all(1)]
+            assert len(X) > 100
+            z_plane = (invert(f.pose) @ np.c_[X, np.ones(len(X))].T)[2]   # camera-frame depth of map points
+            assert np.all(z_plane > 0)
+            np.testing.assert_allclose(X[:, 2], ps.PLANE_Z, atol=0.01)   # on the plane z = 2 m, to 1 cm
         assert proc.poll() is None
         node.destroy_node()
     finally:

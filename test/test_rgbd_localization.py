@@ -6,9 +6,9 @@ import sys
 import cv2
 import numpy as np
 import pytest
+from conftest import shared_data_dir
 from scipy.spatial.transform import Rotation
 
-from conftest import shared_data_dir
 from relocal_ros.data.sources import open_source
 from relocal_ros.data.trajectory import format_covariance_line, format_tum_line, read_covariances
 from relocal_ros.evaluation.metrics import covariance_coverage

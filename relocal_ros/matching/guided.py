@@ -32,7 +32,8 @@ def guided_matches(T_map_cam: np.ndarray, query_uv: np.ndarray, query_desc: np.n
     query_uv: undistorted query keypoints (ideal pinhole, intr.K); map_points/map_desc: 3D points (NaN allowed)
     and unit descriptors of the reference keypoints. A map point is matched to the most similar query keypoint
     within radius_px of its projection when that similarity is ≥ min_similarity and beats the runner-up in the
-    window by `margin` (among its k_candidates nearest keypoints); each query keypoint keeps only its most similar map point (one-to-one on the query side)."""
+    window by `margin` (among its k_candidates nearest keypoints); each query keypoint keeps only its most similar
+    map point (one-to-one on the query side)."""
     empty = np.zeros((0, 2), int), np.zeros(0, np.float32)
     ok = np.isfinite(map_points).all(1)
     if not ok.any() or len(query_uv) == 0:

@@ -24,7 +24,8 @@ class PnPResult:
 
 
 def solve_pnp_ransac(image_points: np.ndarray, map_points: np.ndarray, intr: Intrinsics,
-                     max_reproj_error: float = 4.0, max_iterations: int = 2000, seed: int = 0) -> PnPResult:
+                     max_reproj_error: float = 4.0, max_iterations: int = 2000, seed: int = 0,
+                     min_iterations: int = 50) -> PnPResult:
     """image_points must already be undistorted (ideal pinhole with intr.K)."""
     n = len(image_points)
     if n < 4:
@@ -32,7 +33,7 @@ def solve_pnp_ransac(image_points: np.ndarray, map_points: np.ndarray, intr: Int
     camera = {"model": "PINHOLE", "width": intr.width, "height": intr.height,
               "params": [intr.fx, intr.fy, intr.cx, intr.cy]}
     ransac = {"max_reproj_error": float(max_reproj_error), "max_iterations": int(max_iterations),
-              "min_iterations": 50, "success_prob": 0.9999, "seed": int(seed)}
+              "min_iterations": int(min(min_iterations, max_iterations)), "success_prob": 0.9999, "seed": int(seed)}
     pose, info = poselib.estimate_absolute_pose(np.asarray(image_points, np.float64),
                                                 np.asarray(map_points, np.float64), camera, ransac, {})
     inliers = np.asarray(info["inliers"], bool)

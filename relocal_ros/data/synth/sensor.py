@@ -13,7 +13,8 @@ import numpy as np
 from relocal_ros.solver.pnp import depth_sensor_sigma
 
 
-def noisy_depth(depth: np.ndarray, rng: np.random.Generator, edge_jump: float = 0.05, hole_rate: float = 0.01) -> np.ndarray:
+def noisy_depth(depth: np.ndarray, rng: np.random.Generator, edge_jump: float = 0.05,
+                hole_rate: float = 0.01) -> np.ndarray:
     d = np.where(np.isfinite(depth) & (depth > 0), depth, 0).astype(np.float32)
     valid = d > 0
     noisy = d + rng.normal(0, 1, d.shape).astype(np.float32) * depth_sensor_sigma(d).astype(np.float32)
