@@ -15,7 +15,6 @@ head; keyframe features precomputed as at map load), 2 CPU threads, ONNX Runtime
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,6 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from relocal_ros.geometry.camera import Intrinsics  # noqa: E402
 from relocal_ros.geometry.poses import invert, pose_error  # noqa: E402
 from relocal_ros.networks.exrenet import canonical_intrinsics, canonical_view  # noqa: E402
 from relocal_ros.networks.exrenet_training import VALIDATION_SEEDS  # noqa: E402

@@ -61,7 +61,7 @@ def run(n: int, d: int, rng, nprobes=(16, 64)) -> list[str]:
     build = time.perf_counter() - t
     _, gt = flat.search(Q, 1)
     gt = gt[:, 0]
-    rows.append((f"flat", build, search_ms(flat, Q), len(faiss.serialize_index(flat)) / n,
+    rows.append(("flat", build, search_ms(flat, Q), len(faiss.serialize_index(flat)) / n,
                  float(np.mean(gt == src)), ""))
     del flat
     nlist, _ = ivf_pq_layout(min(d, 256), n)

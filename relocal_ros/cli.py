@@ -58,7 +58,12 @@ def _cmd_localize(a) -> int:
             log.warning("image %d of %s refused: %s", i, a.query, e)
             continue
         t0 = time.perf_counter()
-        est = reloc.localize(frame)
+        try:
+            est = reloc.localize(frame)
+        except Exception:  # a bug must not cost the trajectory of every other image: refuse this one, loudly
+            log.exception("image %s: localization failed with an internal error; refused", frame.stamp)
+            unreadable += 1
+            continue
         latencies.append(time.perf_counter() - t0)
         if est.accepted:
             lines.append(format_tum_line(frame.stamp, est.T_map_cam))
@@ -70,7 +75,7 @@ def _cmd_localize(a) -> int:
     if a.covariance_out:
         Path(a.covariance_out).write_text("".join(line + "\n" for line in cov_lines))
     lat = np.array(latencies) * 1000
-    bad = f", {unreadable} unreadable" if unreadable else ""
+    bad = f", {unreadable} unreadable or failed" if unreadable else ""
     print(f"localized {len(lines)} of {len(source)} images ({refusals} refused{bad}, -v says why) -> {a.out}")
     if len(lat):
         print(f"latency per image: p50 {np.percentile(lat, 50):.0f} ms, p95 {np.percentile(lat, 95):.0f} ms")

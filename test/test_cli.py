@@ -2,8 +2,6 @@
 import subprocess
 import sys
 
-import numpy as np
-import pytest
 
 from relocal_ros.data.trajectory import read_tum_trajectory
 

@@ -212,7 +212,7 @@ def test_exrenet_method_in_the_pipeline(runner, tmp_path):
 def test_inference_node_runs_exrenet_with_its_parameters(tmp_path):
     """The real graph with inference_node:method:=exrenet: evidence messages carry one hypothesis per retrieved
     keyframe with the requested number of MC-dropout samples."""
-    rclpy = pytest.importorskip("rclpy", reason="rclpy (ROS 2 PyPI wheels) not installed")
+    pytest.importorskip("rclpy", reason="rclpy (ROS 2 PyPI wheels) not installed")
     pytest.importorskip("relocal_msgs.msg", reason="relocal_msgs not built: run scripts/build_interfaces.sh .venv")
     import os
     import random

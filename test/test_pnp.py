@@ -1,8 +1,7 @@
 import numpy as np
-import pytest
 
 from relocal_ros.geometry.camera import Intrinsics
-from relocal_ros.geometry.poses import invert, make_T, pose_error
+from relocal_ros.geometry.poses import make_T, pose_error
 from relocal_ros.solver.pnp import depth_sensor_sigma, pose_covariance, solve_pnp_ransac
 from scipy.spatial.transform import Rotation
 

@@ -7,7 +7,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 
 from relocal_ros.data.bags import DEFAULT_TOPICS, BagReadError, BagTopics
 from relocal_ros.data.trajectory import write_tum_trajectory
@@ -56,7 +55,6 @@ def replay_bag(bag, out_tum=None, rate: float = 1.0, topics: BagTopics = DEFAULT
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from rclpy.serialization import deserialize_message
 
-    from relocal_ros.geometry.poses import invert
     from relocal_ros.nodes.conversions import T_from_pose_msg, T_from_transform_msg, msg_stamp_str
 
     messages = _read_bag(bag, topics)

@@ -38,7 +38,7 @@ def guided_correlation(f1: torch.Tensor, f2: torch.Tensor, coarse: torch.Tensor,
     my = F.interpolate(my[:, None].float(), size=(H, W), mode="nearest")[:, 0].long()
     mx = F.interpolate(mx[:, None].float(), size=(H, W), mode="nearest")[:, 0].long()
     f2p = F.pad(f2, (p, p, p, p))                             # zero features outside the image: correlation 0
-    Hp, Wp = H + 2 * p, W + 2 * p
+    Wp = W + 2 * p
     full = torch.matmul(f1.flatten(2).transpose(1, 2), f2p.flatten(2))  # (B, H*W, Hp*Wp)
     off = torch.arange(d, device=f1.device)
     # window top-left in padded coordinates: (my - border) * u + p = my * u

@@ -30,8 +30,7 @@ from tqdm import tqdm
 
 from relocal_ros.geometry.camera import stable_depth, undistort_points
 from relocal_ros.mapping.keyframe_map import THUMB_SIZE, KeyframeMap
-from relocal_ros.networks.dsacpp import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, GRID, PAD, SC_DIR, CheckpointError,
-                                         DenseEncoder, SceneCoordinateHead, cell_pixels, file_sha256,
+from relocal_ros.networks.dsacpp import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, GRID, PAD, SC_DIR, DenseEncoder, SceneCoordinateHead, cell_pixels, file_sha256,
                                          gather_neighbourhoods, head_from_checkpoint, keyframes_fingerprint,
                                          pad_feature_map, read_checkpoint, sample_depth)
 
