@@ -17,6 +17,7 @@ from relocal_ros.mapping.keyframe_map import KeyframeMap, lift_keypoints
 from relocal_ros.matching.guided import guided_matches
 from relocal_ros.matching.matchers import make_matcher
 from relocal_ros.retrieval.index import select_diverse
+from relocal_ros.solver.icp import SurfaceCache, refine_pose_icp
 from relocal_ros.solver.pnp import PnPResult, inlier_coverage, pose_covariance, reprojection_residuals, solve_pnp_ransac
 from relocal_ros.solver.relative import FUSIONS, fuse
 from relocal_ros.solver.rigid import solve_rigid_ransac
@@ -71,6 +72,7 @@ _DEFAULT_CONF = {
         "fallback_below": 25,
         "fallback_references": 2,
         "fallback_keypoints": 512,
+        "icp_recheck_m": 0.08,        # RGB-D: re-guide from the ICP-refined pose when ICP moves it this far (0: off)
         "strong_dense": 0.65,         # RGB-D: depth agreement below which the evidence counts as weak (as the solver)
         # learned methods
         "backend": "auto",            # onnxruntime (CPU) | tensorrt | torch (CUDA when present) | auto
@@ -160,6 +162,7 @@ class InferenceEngine:
         if self.conf["method"] not in METHODS:
             raise ValueError(f"unknown method {self.conf['method']!r}; available: {METHODS}")
         self._centres = keyframe_map.centres()
+        self._surfaces = SurfaceCache()  # keyframe depth as points + normals for ICP, built when first needed
         self.matcher = make_matcher(self.conf["matcher"], self.conf)
         fb = self.conf["fallback_matcher"]
         # the fallback matchers are trained for XFeat descriptors: not for a SIFT map
@@ -254,8 +257,9 @@ class InferenceEngine:
             else None
         pooled = [self._mnn_matches(feats, gdesc, self.map.keyframes[k], intr) for k in refs]
         qi, X, w = self._lift_matches(pooled, refs)
-        views = [v for v in (keyframe_depth_view(self.map.keyframes[k]) for k in refs) if v is not None] \
-            if q_xyz is not None else []
+        with_depth = [(k, keyframe_depth_view(self.map.keyframes[k])) for k in refs] if q_xyz is not None else []
+        refs_with_depth = [k for k, v in with_depth if v is not None]
+        views = [v for _, v in with_depth if v is not None]
         samples = sample_query_points(frame.depth, intr, rgb=frame.rgb) if views else None
 
         def judged(result):
@@ -295,6 +299,17 @@ class InferenceEngine:
                 T0 = self._first_hypothesis(q_uv[rq], rX, None if q_xyz is None else q_xyz[rq], pinhole)
                 if T0 is not None:
                     best = better(judged(self._guide(q_uv, q_xyz, feats, pinhole, refs, qi, X, w, T0)), best)
+        if views and best[0][0] is not None and c["icp_recheck_m"] > 0:
+            # the query's surfaces pull a pose that keypoints placed 10-70 cm off (repetitive texture, near-miss
+            # guided matches) back onto the keyframes' surfaces: when ICP moves it that far, or the depth disagrees,
+            # matching is guided again from the ICP pose and the two compete on the same evidence
+            T_icp = refine_pose_icp(best[0][0], samples[0], views,
+                                    [self._surfaces.get(k, v) for k, v in zip(refs_with_depth, views)])
+            if T_icp is not None:
+                moved = np.linalg.norm(T_icp[:3, 3] - best[0][0][:3, 3])
+                if moved > c["icp_recheck_m"] or weak(best):
+                    ev.icp_recheck = True
+                    best = better(judged(self._guide(q_uv, q_xyz, feats, pinhole, refs, qi, X, w, T_icp)), best)
         (T, qi_all, X_all, w_all, independent), chk, _ = best
         ev.image_points = q_uv[qi_all]
         ev.map_points = X_all
