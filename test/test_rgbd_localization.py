@@ -206,3 +206,18 @@ def test_rgbd_evidence_survives_the_message_and_solves_the_same(sun3d):
     a, b = PoseSolver().solve(ev), PoseSolver().solve(back)
     assert a.accepted and b.accepted and a.scores["independent_inliers"] == b.scores["independent_inliers"]
     assert np.allclose(a.T_map_cam, b.T_map_cam, atol=1e-4)
+
+
+def test_icp_pulls_a_real_pose_15cm_off_back_onto_the_keyframes_surfaces(sun3d):
+    from relocal_ros.solver.icp import refine_pose_icp, surface_maps
+    query = sun3d[30]
+    views = [_view(sun3d[10]), _view(sun3d[20])]
+    pts, _ = sample_query_points(query.depth, query.intrinsics)
+    off = query.pose.copy()
+    off[:3, :3] = Rotation.from_euler("zy", [2, -2], degrees=True).as_matrix() @ off[:3, :3]
+    off[:3, 3] += [0.09, -0.06, 0.10]
+    before = pose_error(off, query.pose)
+    refined = refine_pose_icp(off, pts, views, [surface_maps(v) for v in views])
+    after = pose_error(refined, query.pose)
+    assert before[0] > 0.14 and after[0] < 0.06 and after[1] < 1.5, (before, after)
+    assert dense_consistency(refined, pts, views).consistency > 0.85 > dense_consistency(off, pts, views).consistency

@@ -69,7 +69,10 @@ def test_poses_and_map_to_odom_are_correct(soak_report):
 def test_busy_node_drops_stale_frames_instead_of_queueing(soak_report):
     s = soak_report.summary(WARM_UP_S)
     inf = s["inference_diagnostics"]
-    assert int(inf["frames_dropped"]) > 0  # 30 Hz is more than 2 cores localize: stale images must be skipped
+    # a node that cannot keep up with 30 Hz drops stale images; one that can (a fast machine) localizes nearly all
+    localized = s["poses_published"] + int(s["solver_diagnostics"].get("refused", 0))
+    keeps_up = localized >= 0.8 * s["images_sent"]
+    assert int(inf["frames_dropped"]) > 0 or keeps_up, (inf, localized, s["images_sent"])
     assert int(inf.get("internal_errors", 0)) == 0
     # an unbounded queue makes the latency grow with time; bounded, the last third is no slower than the first
     lat = np.array([p[1] for p in soak_report.poses])

@@ -55,5 +55,3 @@ def pose_error(T_est: np.ndarray, T_gt: np.ndarray) -> tuple[float, float]:
     return dt, float(np.degrees(np.arccos(cos)))
 
 
-def rotation_angle_deg(R: np.ndarray) -> float:
-    return float(np.degrees(np.arccos(np.clip((np.trace(R) - 1) / 2, -1.0, 1.0))))

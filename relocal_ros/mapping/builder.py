@@ -12,8 +12,6 @@ from relocal_ros.matching.features import make_extractor
 from relocal_ros.retrieval.vlad import VladAggregator, learn_vocabulary
 
 log = logging.getLogger(__name__)
-from relocal_ros.resources import models_dir  # noqa: E402  (source tree, installed share/ or ament index)
-MODELS_DIR = models_dir()
 DEFAULT_BUILD_CONF = {
     "extractor": "xfeat",
     "extractor_conf": {},
@@ -24,13 +22,9 @@ DEFAULT_BUILD_CONF = {
     # accuracy of the source's poses (m, deg), kept in the map: the solver's covariance floor for map error.
     # None: what the source states (synthetic scenes: exact), else the solver's default (real sensors)
     "pose_sigma": None,
-    "vocabulary": "auto",
-    "global_descriptor": "xfeat_vlad",  # retrieval descriptor: xfeat_vlad, netvlad, densevlad (KeyframeMap)      # "auto": shipped vocabulary when present, else learned from this map; or "map", or a .npy path
+    "vocabulary": "map",  # "map": VLAD words learned from this map's keyframes; or a .npy file of words
+    "global_descriptor": "xfeat_vlad",  # retrieval descriptor: xfeat_vlad, netvlad, densevlad (KeyframeMap)
 }
-
-
-def shipped_vocabulary_path(extractor: str, words: int) -> Path:
-    return MODELS_DIR / f"vocabulary_{extractor}_k{words}.npy"
 
 
 def build_map(source, conf: dict | None = None, progress: bool = True) -> KeyframeMap:
@@ -52,9 +46,6 @@ def build_map(source, conf: dict | None = None, progress: bool = True) -> Keyfra
         raise ValueError("no frame of the source has a ground-truth/mapping pose: a map needs posed frames")
 
     vocab_choice = conf["vocabulary"]
-    shipped = shipped_vocabulary_path(conf["extractor"], conf["vocabulary_words"])
-    if vocab_choice == "auto":
-        vocab_choice = str(shipped) if shipped.is_file() else "map"
     if vocab_choice == "map":
         vocabulary = learn_vocabulary(np.concatenate([f[0].descriptors for f in features]), conf["vocabulary_words"])
         vocab_source = "learned from this map's keyframes"

@@ -339,7 +339,7 @@ def _read_current(root: Path, missing_ok: bool = False) -> str | None:
 class KeyframeSelector:
     """Accepts a new keyframe when the camera has moved or turned enough since every kept one."""
 
-    def __init__(self, min_translation: float = 0.10, min_rotation_deg: float = 10.0):
+    def __init__(self, min_translation: float = 0.05, min_rotation_deg: float = 5.0):
         self.min_translation = min_translation
         self.min_rotation_deg = min_rotation_deg
         self.poses: list[np.ndarray] = []

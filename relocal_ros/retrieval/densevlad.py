@@ -114,9 +114,6 @@ class DenseVladDescriptor:
     def dim(self) -> int:
         return self.vlad.output_dim if self.pca_A is None else int(self.pca_A.shape[0])
 
-    def local_descriptors(self, rgb: np.ndarray) -> np.ndarray:
-        return self.dense(rgb)
-
     def vlad_vector(self, rgb: np.ndarray) -> np.ndarray:
         """The normalised VLAD before PCA-whitening (k * 128 dims)."""
         return self.vlad(self.dense(rgb))
