@@ -67,6 +67,7 @@ _DEFAULT_CONF = {
                                       # 5 px apart share descriptors: a margin drops most right matches)
         "guided_min_inliers": 6,      # inliers of the first hypothesis needed to guide at all
         "guided_max_matches": 500,    # the most similar guided matches handed to the solver
+        "guide_below": 150,           # global-match inliers of the first hypothesis above which it is taken as is
         # when the hypothesis has fewer global-match inliers than fallback_below, match again with this matcher
         # ("" = never) on the best fallback_references keyframes, each side's fallback_keypoints strongest points
         "fallback_matcher": "",       # off by default: +2.5 points on one hard scene for +90-200 ms p95 (README)
@@ -281,7 +282,13 @@ class InferenceEngine:
         def better(a, b):
             return a if key(a) >= key(b) else b
 
-        best = judged(self._guide(q_uv, q_xyz, feats, pinhole, refs, qi, X, w))
+        T0 = self._first_hypothesis(q_uv[qi], X, None if q_xyz is None else q_xyz[qi], pinhole) \
+            if c["guided_matching"] and len(qi) >= 6 else None
+        plain = judged((T0, qi, X, w, np.ones(len(qi), bool)))
+        # strong global evidence (and depth agreeing) needs no guided matching, ICP or second opinions: the common
+        # case costs the least
+        confident = T0 is not None and plain[2] >= c["guide_below"] and not weak(plain)
+        best = plain if confident else judged(self._guide(q_uv, q_xyz, feats, pinhole, refs, qi, X, w, T0))
         if weak(best) and self._fallback is not None:
             ev.fallback = True
             extra = [self._fallback_matches(feats, gdesc, self.map.keyframes[k], intr)
@@ -300,7 +307,7 @@ class InferenceEngine:
                 T0 = self._first_hypothesis(q_uv[rq], rX, None if q_xyz is None else q_xyz[rq], pinhole)
                 if T0 is not None:
                     best = better(judged(self._guide(q_uv, q_xyz, feats, pinhole, refs, qi, X, w, T0)), best)
-        if views and best[0][0] is not None and c["icp_recheck_m"] > 0:
+        if not confident and views and best[0][0] is not None and c["icp_recheck_m"] > 0:
             # the query's surfaces pull a pose that keypoints placed 10-70 cm off (repetitive texture, near-miss
             # guided matches) back onto the keyframes' surfaces: when ICP moves it that far, or the depth disagrees,
             # matching is guided again from the ICP pose and the two compete on the same evidence

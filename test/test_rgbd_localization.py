@@ -112,7 +112,8 @@ def test_guided_matching_raises_inliers_on_a_real_wide_baseline_pair(sun3d):
     kmap = _single_keyframe_map(kf)
     query.pose = None
     plain = Relocalizer(kmap, {"inference": {"guided_matching": False, "use_depth": False}}).localize(query)
-    guided = Relocalizer(kmap, {"inference": {"use_depth": False}}).localize(query)
+    # guided matching always (by default it is skipped when the global matches alone give >= 150 inliers)
+    guided = Relocalizer(kmap, {"inference": {"use_depth": False, "guide_below": 10 ** 6}}).localize(query)
     truth = sun3d[49].pose
     assert guided.accepted
     assert guided.inliers >= 1.5 * max(plain.inliers, 1), (plain.inliers, guided.inliers)
@@ -193,7 +194,7 @@ def test_rgbd_evidence_survives_the_message_and_solves_the_same(sun3d):
     kmap = _single_keyframe_map(sun3d[0])
     query = sun3d[20]
     query.pose = None
-    ev = InferenceEngine(kmap).infer(query)
+    ev = InferenceEngine(kmap, {"guide_below": 10 ** 6}).infer(query)
     assert len(ev.query_points) == len(ev.image_points) > 0 and (~ev.independent).any()
     assert ev.dense_judged > 0
     header = Header()
