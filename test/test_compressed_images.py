@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from relocal_ros.data import images as im
-from relocal_ros.data.bags import DEFAULT_TOPICS, BagReadError, BagSource, bag_from_dataset, write_bag
+from relocal_ros.data.bags import DEFAULT_TOPICS, BagSource, bag_from_dataset, write_bag
 from relocal_ros.data.images import ImageFormatError, UnsupportedEncodingError, depth_from_msg, rgb_from_msg
 from test_bags import INTR, ListSource, make_frames
 
@@ -241,3 +241,15 @@ def test_every_unreadable_bag_is_one_line_and_exit_code_2(tmp_path, capsys):
                         str(tmp_path / "m")], capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
     assert "yuv422" in p.stderr
+
+
+def test_replay_plays_a_compressed_bag_as_recorded(compressed_bag):
+    """The live-graph replay reads a robot's recording (compressed topics only) without options."""
+    from relocal_ros.evaluation.replay import _read_bag
+    frames, out = compressed_bag
+    messages, topics = _read_bag(out, DEFAULT_TOPICS)
+    assert topics.color == DEFAULT_TOPICS.color + "/compressed"
+    assert topics.depth == DEFAULT_TOPICS.depth + "/compressedDepth"
+    colour = [m for m in messages if m[1] == topics.color]
+    assert len(colour) == len(frames) and all(m[2] == "sensor_msgs/msg/CompressedImage" for m in colour)
+    assert [m[0] for m in messages] == sorted(m[0] for m in messages)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-from relocal_ros.data.bags import DEFAULT_TOPICS, BagReadError, BagTopics
+from relocal_ros.data.bags import DEFAULT_TOPICS, BagReadError, BagTopics, compressed_topics
 from relocal_ros.data.trajectory import write_tum_trajectory
 
 
@@ -22,11 +22,15 @@ class ReplayReport:
 
 
 def _read_bag(path, topics: BagTopics):
+    """-> (messages sorted by time, the topic set found: raw or image_transport's compressed / compressedDepth)."""
     from rosbags.rosbag2 import Reader
-    wanted = {topics.color, topics.depth, topics.color_info, topics.depth_info, "/tf", "/tf_static"}
     out = []
     try:
         with Reader(Path(path)) as r:
+            present = {c.topic for c in r.connections}
+            if topics.color not in present and compressed_topics(topics).color in present:
+                topics = compressed_topics(topics)  # a robot's recording: play it as recorded
+            wanted = {topics.color, topics.depth, topics.color_info, topics.depth_info, "/tf", "/tf_static"}
             conns = [c for c in r.connections if c.topic in wanted]
             for c, t, data in r.messages(connections=conns):
                 out.append((t, c.topic, c.msgtype, bytes(data)))
@@ -35,7 +39,7 @@ def _read_bag(path, topics: BagTopics):
     if not any(topic == topics.color for _, topic, _, _ in out):
         raise BagReadError(f"{path}: no messages on {topics.color}")
     out.sort(key=lambda x: x[0])
-    return out
+    return out, topics
 
 
 def get_message(msgtype: str):
@@ -57,7 +61,7 @@ def replay_bag(bag, out_tum=None, rate: float = 1.0, topics: BagTopics = DEFAULT
 
     from relocal_ros.nodes.conversions import T_from_pose_msg, T_from_transform_msg, msg_stamp_str
 
-    messages = _read_bag(bag, topics)
+    messages, topics = _read_bag(bag, topics)
     own_context = not rclpy.ok()
     if own_context:
         rclpy.init()

@@ -42,7 +42,7 @@ class SoakReport:
     rate_hz: float
     images_sent: int = 0
     poses: list = field(default_factory=list)        # (t since start, latency s, position err m, rotation err deg)
-    map_odom_errors: list = field(default_factory=list)  # (position err m, rotation err deg) per map->odom received
+    map_odom_errors: list = field(default_factory=list)  # (position err m, rotation err deg) of the map->odom per pose
     rss: dict = field(default_factory=dict)          # process name -> list of (t since start, MiB)
     diagnostics: dict = field(default_factory=dict)  # status name -> {key: value}, the last received
     alive_at_end: dict = field(default_factory=dict)
@@ -92,7 +92,8 @@ def _load_bag(bag, topics: BagTopics):
             ref, _, _, pose = src._frames[i]
             gt[ref.stamp_ns] = pose
     by_topic: dict[str, list] = {}
-    for t, topic, msgtype, data in _read_bag(bag, topics):
+    messages, topics = _read_bag(bag, topics)
+    for t, topic, msgtype, data in messages:
         by_topic.setdefault(topic, []).append((t, deserialize_message(data, get_message(msgtype))))
     depth = {stamp_ns(m.header.stamp): m for _, m in by_topic.get(topics.depth, [])}
     info = by_topic[topics.color_info][-1][1] if topics.color_info in by_topic else None
@@ -122,7 +123,7 @@ def run_soak(bag, seconds: float, graph, rate_hz: float = 30.0, topics: BagTopic
     from sensor_msgs.msg import CameraInfo, Image
     from tf2_msgs.msg import TFMessage
 
-    from relocal_ros.nodes.conversions import T_from_pose_msg, T_from_transform_msg, transform_msg_from_T
+    from relocal_ros.nodes.conversions import T_from_pose_msg, transform_msg_from_T
 
     frames, info, depth_info = _load_bag(bag, topics)
     report = SoakReport(seconds, rate_hz, rss={n: [] for n in graph.procs})
@@ -141,6 +142,7 @@ def run_soak(bag, seconds: float, graph, rate_hz: float = 30.0, topics: BagTopic
     pub_static = node.create_publisher(TFMessage, "/tf_static", static_qos)
     sent: dict[int, tuple[float, np.ndarray]] = {}   # stamp ns -> (wall time sent, T_map_base truth)
     odom_offset: dict[int, np.ndarray] = {}          # stamp ns -> the map->odom in force when it was sent
+    odom_base: dict[int, np.ndarray] = {}            # stamp ns -> the odom->base_link published for it
     t0 = time.perf_counter()
 
     def on_pose(msg):
@@ -148,21 +150,19 @@ def run_soak(bag, seconds: float, graph, rate_hz: float = 30.0, topics: BagTopic
         if s in sent:
             t_sent, T_true = sent.pop(s)
             now = time.perf_counter()
-            dt, dr = pose_error(T_from_pose_msg(msg.pose.pose), T_true)
+            T_est = T_from_pose_msg(msg.pose.pose)
+            dt, dr = pose_error(T_est, T_true)
             report.poses.append((now - t0, now - t_sent, dt, dr))
-
-    def on_tf(msg):
-        for tr in msg.transforms:
-            s = tr.header.stamp.sec * 1_000_000_000 + tr.header.stamp.nanosec
-            if tr.header.frame_id == "map" and tr.child_frame_id == "odom" and s in odom_offset:
-                report.map_odom_errors.append(pose_error(T_from_transform_msg(tr.transform), odom_offset[s]))
+            # REP-105: the map->odom this pose implies (the solver re-sends it post-dated, so TF stamps no longer
+            # name the image) against the offset in force when the image was sent
+            if s in odom_offset and s in odom_base:
+                report.map_odom_errors.append(pose_error(T_est @ invert(odom_base[s]), odom_offset[s]))
 
     def on_diag(msg):
         for st in msg.status:
             report.diagnostics[st.name] = {kv.key: kv.value for kv in st.values}
 
     node.create_subscription(PoseWithCovarianceStamped, "relocalization/pose", on_pose, 100)
-    node.create_subscription(TFMessage, "/tf", on_tf, 100)
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 100)
 
     def transform(T, parent, child, stamp):
@@ -199,8 +199,8 @@ def run_soak(bag, seconds: float, graph, rate_hz: float = 30.0, topics: BagTopic
             stamp = rclpy.time.Time(nanoseconds=stamp_ns_).to_msg()
             T_map_base = T_map_cam @ invert(OPTICAL_IN_BASE)
             odom_offset[stamp_ns_] = T_map_odom
-            pub_tf.publish(TFMessage(transforms=[transform(invert(T_map_odom) @ T_map_base, "odom", "base_link",
-                                                           stamp)]))
+            odom_base[stamp_ns_] = invert(T_map_odom) @ T_map_base
+            pub_tf.publish(TFMessage(transforms=[transform(odom_base[stamp_ns_], "odom", "base_link", stamp)]))
             for m in (color, depth, info, depth_info):
                 if m is not None:
                     m.header.stamp = stamp
@@ -213,7 +213,7 @@ def run_soak(bag, seconds: float, graph, rate_hz: float = 30.0, topics: BagTopic
             sent[stamp_ns_] = (time.perf_counter(), T_map_base)
             pub_color.publish(color)
             report.images_sent += 1
-            for d in (sent, odom_offset):
+            for d in (sent, odom_offset, odom_base):
                 if len(d) > 2000:  # images never answered (dropped or refused): forget the oldest
                     for k in sorted(d)[:1000]:
                         del d[k]

@@ -6,7 +6,7 @@ import numpy as np
 from relocal_ros.data.frames import RGBDFrame
 from relocal_ros.data.images import depth_from_msg, rgb_from_msg
 from relocal_ros.data.stamps import stamp_from_sec_nanosec, stamp_to_sec_nanosec
-from relocal_ros.estimates import PoseEstimate, QueryEvidence, RelativePoseHypothesis
+from relocal_ros.estimates import QueryEvidence, RelativePoseHypothesis
 from relocal_ros.geometry.camera import Intrinsics
 from relocal_ros.geometry.poses import T_from_tq, tq_from_T
 
