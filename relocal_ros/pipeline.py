@@ -67,7 +67,7 @@ _DEFAULT_CONF = {
                                       # 5 px apart share descriptors: a margin drops most right matches)
         "guided_min_inliers": 6,      # inliers of the first hypothesis needed to guide at all
         "guided_max_matches": 500,    # the most similar guided matches handed to the solver
-        "guide_below": 150,           # global-match inliers of the first hypothesis above which it is taken as is
+        "guide_below": 200,           # global-match inliers of the first hypothesis above which it is taken as is
         # when the hypothesis has fewer global-match inliers than fallback_below, match again with this matcher
         # ("" = never) on the best fallback_references keyframes, each side's fallback_keypoints strongest points
         "fallback_matcher": "",       # off by default: +2.5 points on one hard scene for +90-200 ms p95 (README)
@@ -87,6 +87,7 @@ _DEFAULT_CONF = {
         "max_iterations": 2000,
         "min_inliers": 30,            # refuse below: too few to trust, whatever the ratio
         "min_inlier_ratio": 0.20,
+        "ratio_checked_below": 100,   # ... checked only below this many independent (global-match) inliers
         "min_pixel_sigma": 1.0,       # floor of the reprojection noise used for the covariance
         # error of the map's keyframe poses, a covariance floor, for maps that do not state their accuracy:
         # a real RGB-D sequence's poses (mocap/SLAM, sync with fast rotation) are good to about 1 cm / 1 deg
@@ -486,7 +487,9 @@ class PoseSolver:
         if soft is not None and soft < c["min_inliers"]:
             est.reason = f"soft inlier count {soft:.1f} < min_inliers {c['min_inliers']}"
             return est
-        if est.inlier_ratio < min_ratio:
+        # the ratio guards against a chance consensus among many outliers, which a hundred global-match inliers
+        # are not (guided inliers do not count: they were chosen to fit)
+        if est.inlier_ratio < min_ratio and n_indep < c["ratio_checked_below"]:
             est.reason = f"inlier ratio {est.inlier_ratio:.2f} < {min_ratio}"
             return est
         if coverage < c["min_inlier_coverage"]:

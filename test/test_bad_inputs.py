@@ -24,6 +24,8 @@ from relocal_ros.nodes.conversions import T_from_pose_msg, camera_info_msg  # no
 from relocal_ros.nodes.runner import GraphProcesses  # noqa: E402
 from test_graph import Probe, query_frames  # noqa: E402
 
+pytestmark = pytest.mark.ros  # make test-fast leaves these out (pytest.ini)
+
 DEPTH_TOPIC = "/camera/camera/aligned_depth_to_color/image_raw"
 
 

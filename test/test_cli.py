@@ -2,6 +2,7 @@
 import subprocess
 import sys
 
+import pytest
 
 from relocal_ros.data.trajectory import read_tum_trajectory
 
@@ -14,6 +15,7 @@ def relocal(*args, check=True):
     return p
 
 
+@pytest.mark.slow
 def test_build_localize_evaluate_on_real_tum_split(tum_rpy, tmp_path):
     relocal("split", tum_rpy, "--map-out", tmp_path / "m", "--query-out", tmp_path / "q", "--ratio", "0.85")
     relocal("build-map", tmp_path / "m", "--out", tmp_path / "map", "--min-rotation", "10")

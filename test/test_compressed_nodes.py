@@ -20,6 +20,8 @@ from relocal_ros.nodes.conversions import T_from_pose_msg, camera_info_msg  # no
 from relocal_ros.nodes.runner import GraphProcesses  # noqa: E402
 from test_graph import query_frames  # noqa: E402
 
+pytestmark = pytest.mark.ros  # make test-fast leaves these out (pytest.ini)
+
 COLOR = "/camera/camera/color/image_raw/compressed"
 DEPTH = "/camera/camera/aligned_depth_to_color/image_raw/compressedDepth"
 OPTICAL = "camera_color_optical_frame"

@@ -2,10 +2,13 @@
 …/compressedDepth, nothing raw) with the same accuracy as from the raw bag of the same TUM frames, through the
 command line exactly as a user runs it (`relocal split`, `bag-from-dataset [--compressed]`, `build-map`,
 `localize`): the CLI finds the compressed topics without options."""
+import pytest
 import yaml
 
 from relocal_ros.cli import main
 from relocal_ros.evaluation.metrics import evaluate_trajectory
+
+pytestmark = pytest.mark.slow  # make test-fast leaves it out (pytest.ini)
 
 
 def _run(*argv):

@@ -83,6 +83,7 @@ def test_end_to_end_loss_is_small_for_true_coordinates_and_large_for_shifted(sce
     assert float(bad) > 10.0
 
 
+@pytest.mark.slow
 def test_trained_head_beats_mean_scene_point_and_resumes(scene, trained):
     _, out = scene
     map_dir, first = trained
@@ -188,6 +189,7 @@ def test_pipeline_runs_dsacpp(scene, trained):
     assert "map directory" in untrained.localize(open_source(out / "seq-02")[2]).reason
 
 
+@pytest.mark.slow
 def test_map_without_depth_trains_on_the_constant_depth_heuristic(scene, tmp_path):
     root, _ = scene
     kmap = KeyframeMap.load(root / "map")

@@ -207,6 +207,7 @@ def test_exrenet_method_in_the_pipeline(runner, tmp_path):
         assert np.isfinite(h.scale) and h.uncertainty > 0 and h.translation_samples.shape == (20, 3)
 
 
+@pytest.mark.ros
 def test_inference_node_runs_exrenet_with_its_parameters(tmp_path):
     """The real graph with inference_node:method:=exrenet: evidence messages carry one hypothesis per retrieved
     keyframe with the requested number of MC-dropout samples."""

@@ -26,6 +26,8 @@ from relocal_ros.mapping.keyframe_map import (KeyframeMap, check_after_interrupt
 from relocal_ros.nodes.runner import GraphProcesses  # noqa: E402
 from test_soak import _walk  # noqa: E402
 
+pytestmark = [pytest.mark.ros, pytest.mark.soak]  # make test-fast leaves these out (pytest.ini)
+
 HERE = Path(__file__).resolve().parent
 
 

@@ -20,6 +20,8 @@ from relocal_ros.geometry.poses import pose_error  # noqa: E402
 from relocal_ros.mapping.builder import build_map  # noqa: E402
 from relocal_ros.nodes.runner import GraphProcesses  # noqa: E402
 
+pytestmark = pytest.mark.ros  # make test-fast leaves these out (pytest.ini)
+
 # the bag's camera_link sits at the optical centre: the solver publishes camera_link's pose; the test publishers
 # are reliable, so the inference node may subscribe reliably (no lost fragments of large images under load)
 SOLVER_ARGS = ["-p", "pose_solver:base_frame:=camera_link", "-p", "inference_node:reliable_images:=true"]

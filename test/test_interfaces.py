@@ -111,6 +111,7 @@ def _spin_until(executor, done, timeout_s, tick=None):
     return done()
 
 
+@pytest.mark.ros
 def test_publish_between_two_nodes():
     from rclpy.context import Context
     from rclpy.executors import SingleThreadedExecutor

@@ -17,6 +17,8 @@ pytest.importorskip("lifecycle_msgs.msg", reason="lifecycle_msgs not installed")
 import planar_scene as ps  # noqa: E402
 from relocal_ros.mapping.builder import build_map  # noqa: E402
 
+pytestmark = pytest.mark.ros  # make test-fast leaves these out (pytest.ini)
+
 
 @pytest.fixture(scope="module")
 def plane_map(tmp_path_factory):

@@ -14,6 +14,8 @@ pytest.importorskip("relocal_msgs.msg", reason="relocal_msgs not built: run scri
 import planar_scene as ps  # noqa: E402
 from relocal_ros.mapping.keyframe_map import KeyframeMap  # noqa: E402
 
+pytestmark = pytest.mark.ros  # make test-fast leaves these out (pytest.ini)
+
 
 def test_online_mapping_then_save_and_announce(tmp_path):
     from geometry_msgs.msg import PoseStamped

@@ -26,6 +26,8 @@ from relocal_ros.nodes.pose_history import interpolate  # noqa: E402
 from relocal_ros.nodes.runner import GraphProcesses  # noqa: E402
 from test_graph import query_frames  # noqa: E402
 
+pytestmark = pytest.mark.ros  # make test-fast leaves these out (pytest.ini)
+
 OPTICAL = "camera_color_optical_frame"
 UNMOUNTED = "loose_camera_optical_frame"    # a camera frame without any TF to base_link
 # the camera 10 cm ahead of and 30 cm above base_link, looking forward (optical axes)

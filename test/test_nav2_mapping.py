@@ -19,6 +19,8 @@ import planar_scene as ps  # noqa: E402
 from relocal_ros.geometry.poses import T_from_tq, invert, make_T, pose_error  # noqa: E402
 from relocal_ros.mapping.keyframe_map import KeyframeMap  # noqa: E402
 
+pytestmark = pytest.mark.ros  # make test-fast leaves these out (pytest.ini)
+
 OPTICAL = "camera_color_optical_frame"
 T_BASE_CAM = T_from_tq([0.15, -0.02, 0.35], [-0.5, 0.5, -0.5, 0.5])
 T_MAP_ODOM = make_T(np.eye(3), [1.0, -0.5, 0.0]) @ T_from_tq([0, 0, 0], [0, 0, np.sin(0.2), np.cos(0.2)])

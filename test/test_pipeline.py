@@ -52,6 +52,7 @@ def test_unknown_conf_key_is_rejected():
         merge_conf(default_conf(), {"solver": {"min_inlier": 3}})
 
 
+@pytest.mark.slow
 def test_real_fr1_rpy_queries_localize(tum_rpy, tmp_path):
     m, q = split_tum(tum_rpy, tmp_path / "map", tmp_path / "query", 0.6)
     src = open_source(m)

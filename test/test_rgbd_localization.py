@@ -151,6 +151,7 @@ def relocal(*args):
                           text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_cli_writes_covariances_and_counts_an_unreadable_query_image(tum_rpy, tmp_path):
     p = relocal("split", tum_rpy, "--map-out", tmp_path / "m", "--query-out", tmp_path / "q", "--ratio", "0.9")
     assert p.returncode == 0, p.stderr

@@ -17,6 +17,8 @@ from relocal_ros.evaluation.soak import run_soak  # noqa: E402
 from relocal_ros.mapping.builder import build_map  # noqa: E402
 from relocal_ros.nodes.runner import GraphProcesses  # noqa: E402
 
+pytestmark = [pytest.mark.ros, pytest.mark.soak]  # make test-fast leaves these out (pytest.ini)
+
 SOAK_S = float(os.environ.get("RELOCAL_TEST_SOAK_S", "60"))
 WARM_UP_S = 20.0
 RSS_BOUND_MIB = 60.0   # stated bound on growth after warm-up, per process
