@@ -15,7 +15,7 @@ from std_msgs.msg import String
 from relocal_ros.frame_sync import FrameSynchronizer
 from relocal_ros.nodes.conversions import evidence_to_msg, frame_from_msgs, msg_stamp_str, stamp_ns
 from relocal_ros.nodes.node_utils import (LATCHED_QOS, RELIABLE_QOS, Diagnostics, LatestFrameWorker, ManagedNode,
-                                          Throttle, declare, image_qos, run_node)
+                                          Throttle, declare, declare_camera_inputs, run_node)
 
 IMAGE_TRANSPORTS = ("raw", "compressed")
 
@@ -42,14 +42,7 @@ class InferenceNode(ManagedNode):
         self.num_references = declare(self, "num_references", 3, "keyframes matched per query", 1, 20)
         self.min_similarity = declare(self, "min_similarity", 0.8, "descriptor similarity of a match", 0.0, 1.0)
         self.max_pair_dt = declare(self, "max_pair_dt", 0.02, "max stamp difference colour/depth (s)", 0.0, 1.0)
-        self.color_topic = declare(self, "color_topic", "/camera/camera/color/image_raw", "colour image topic")
-        self.depth_topic = declare(self, "depth_topic", "/camera/camera/aligned_depth_to_color/image_raw",
-                                   "aligned depth topic")
-        self.info_topic = declare(self, "camera_info_topic", "/camera/camera/color/camera_info", "camera_info topic")
-        self.image_transport = declare(self, "image_transport", "raw", "raw, or compressed: subscribe to "
-                                       "<color_topic>/compressed and <depth_topic>/compressedDepth (image_transport)")
-        self.qos = image_qos(declare(self, "reliable_images", False, "subscribe to images reliably (only matches "
-                                     "reliable publishers, e.g. bag replay); default best effort (sensor data)"))
+        declare_camera_inputs(self)
         transport_topics(self.image_transport, "", "")  # an unknown transport stops the node at start
         self._initial_map_path = self.map_path
         self.engine = self.diag = None

@@ -28,7 +28,7 @@ from relocal_ros.mapping.keyframe_map import KeyframeMap, KeyframeSelector, MapF
 from relocal_ros.nodes.conversions import frame_from_msgs, stamp_ns
 from relocal_ros.nodes.inference_node import transport_topics
 from relocal_ros.nodes.node_utils import (LATCHED_QOS, Diagnostics, LatestFrameWorker, ManagedNode, Throttle, declare,
-                                          image_qos, run_node)
+                                          declare_camera_inputs, run_node)
 from relocal_ros.nodes.pose_history import POSE_MSG_TYPES, PoseHistory, StampedPose, pose_from_msg
 from relocal_ros.nodes.tf_io import TfIO
 
@@ -64,14 +64,7 @@ class KeyframeIndexerNode(ManagedNode):
                                  "new map has none", 2, 10000)
         self.global_descriptor = declare(self, "global_descriptor", "xfeat_vlad", "retrieval descriptor of a new "
                                          "map: xfeat_vlad, netvlad or densevlad")
-        self.color_topic = declare(self, "color_topic", "/camera/camera/color/image_raw", "colour image topic")
-        self.depth_topic = declare(self, "depth_topic", "/camera/camera/aligned_depth_to_color/image_raw",
-                                   "aligned depth topic")
-        self.info_topic = declare(self, "camera_info_topic", "/camera/camera/color/camera_info", "camera_info topic")
-        self.image_transport = declare(self, "image_transport", "raw", "raw, or compressed: subscribe to "
-                                       "<color_topic>/compressed and <depth_topic>/compressedDepth (image_transport)")
-        self.qos = image_qos(declare(self, "reliable_images", False, "subscribe to images reliably (only matches "
-                                     "reliable publishers, e.g. bag replay); default best effort (sensor data)"))
+        declare_camera_inputs(self)
         if self.pose_source not in ("topic", "tf"):
             raise ValueError(f"pose_source must be 'topic' or 'tf', got {self.pose_source!r}")
         if self.pose_type not in POSE_MSG_TYPES:

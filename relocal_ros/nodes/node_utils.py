@@ -23,6 +23,19 @@ def image_qos(reliable: bool) -> QoSProfile:
     return RELIABLE_IMAGE_QOS if reliable else SENSOR_QOS
 
 
+def declare_camera_inputs(node) -> None:
+    """The camera parameters of both image-consuming nodes (RealSense wrapper names with align_depth), set as
+    attributes: color_topic, depth_topic, info_topic, image_transport, qos."""
+    node.color_topic = declare(node, "color_topic", "/camera/camera/color/image_raw", "colour image topic")
+    node.depth_topic = declare(node, "depth_topic", "/camera/camera/aligned_depth_to_color/image_raw",
+                               "aligned depth topic")
+    node.info_topic = declare(node, "camera_info_topic", "/camera/camera/color/camera_info", "camera_info topic")
+    node.image_transport = declare(node, "image_transport", "raw", "raw, or compressed: subscribe to "
+                                   "<color_topic>/compressed and <depth_topic>/compressedDepth (image_transport)")
+    node.qos = image_qos(declare(node, "reliable_images", False, "subscribe to images reliably (only matches "
+                                 "reliable publishers, e.g. bag replay); default best effort (sensor data)"))
+
+
 def declare(node, name: str, default, description: str, lo=None, hi=None):
     """Declare a parameter with its description and, for numbers, its valid range: rclpy then rejects an
     out-of-range value from a params file or `-p` at start-up, and at run time, with a message naming the range."""
