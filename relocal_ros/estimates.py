@@ -44,7 +44,6 @@ class QueryEvidence:
     dense_samples: int = 0                   # query depth samples lifted for the check
     dense_photometric: float = float("nan")  # brightness correlation at the consistent samples (reported)
     fallback: bool = False                   # the fallback matcher ran (weak first evidence): costs latency
-    icp_recheck: bool = False                # matching was guided again from the ICP-refined pose
 
 
 @dataclass

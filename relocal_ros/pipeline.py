@@ -48,6 +48,10 @@ SCENE_SPECIFIC_METHODS = ("dsacpp",)
 SCENE_COORDINATE_SOLVER = {"sanet": {"reproj_frac": 0.0375, "min_inlier_ratio": 0.2},
                            "dsacpp": {"reproj_frac": 0.015625, "min_inlier_ratio": 0.1}}
 
+# RGB-D: the depth agreement that confirms a pose; the inference engine (whether to look further) and the solver
+# (whether to accept) use the same default
+MIN_DENSE_CONSISTENCY = 0.65
+
 _DEFAULT_CONF = {
     "inference": {
         "method": "xfeat_pnp",
@@ -75,7 +79,7 @@ _DEFAULT_CONF = {
         "fallback_references": 2,
         "fallback_keypoints": 512,
         "icp_recheck_m": 0.08,        # RGB-D: re-guide from the ICP-refined pose when ICP moves it this far (0: off)
-        "strong_dense": 0.65,         # RGB-D: depth agreement below which the evidence counts as weak (as the solver)
+        "strong_dense": MIN_DENSE_CONSISTENCY,  # RGB-D: depth agreement below which the evidence counts as weak
         # learned methods
         "backend": "auto",            # onnxruntime (CPU) | tensorrt | torch (CUDA when present) | auto
         "mc_samples": 100,            # exrenet: MC-dropout samples of the head per keyframe
@@ -99,7 +103,7 @@ _DEFAULT_CONF = {
         # RGB-D: share of the query's depth samples that agree with the keyframes' depth (solver/verification.py);
         # between the floor and the threshold, the pose needs min_independent_inliers_unverified global inliers.
         # Read from bench/plot_acceptance.py over the hard benchmark's scenes (README)
-        "min_dense_consistency": 0.65,
+        "min_dense_consistency": MIN_DENSE_CONSISTENCY,
         "min_dense_consistency_floor": 0.4,  # below it: refused whatever the matches say
         # a pose without dense confirmation (RGB-only query, or depth agreement between the two thresholds) needs
         # more inliers among the global matches: 95 % of wrong hypotheses had < 44 on the hard benchmark, 95 % of
@@ -289,7 +293,9 @@ class InferenceEngine:
         # strong global evidence (and depth agreeing) needs no guided matching, ICP or second opinions: the common
         # case costs the least
         confident = T0 is not None and plain[2] >= c["guide_below"] and not weak(plain)
-        best = plain if confident else judged(self._guide(q_uv, q_xyz, feats, pinhole, refs, qi, X, w, T0))
+        # without a first hypothesis there is nothing to guide (_guide would only search for it again)
+        best = plain if confident or T0 is None else judged(self._guide(q_uv, q_xyz, feats, pinhole, refs, qi, X, w,
+                                                                          T0))
         if weak(best) and self._fallback is not None:
             ev.fallback = True
             extra = [self._fallback_matches(feats, gdesc, self.map.keyframes[k], intr)
@@ -317,7 +323,6 @@ class InferenceEngine:
             if T_icp is not None:
                 moved = np.linalg.norm(T_icp[:3, 3] - best[0][0][:3, 3])
                 if moved > c["icp_recheck_m"] or weak(best):
-                    ev.icp_recheck = True
                     best = better(judged(self._guide(q_uv, q_xyz, feats, pinhole, refs, qi, X, w, T_icp)), best)
         (T, qi_all, X_all, w_all, independent), chk, _ = best
         ev.image_points = q_uv[qi_all]
