@@ -1,4 +1,6 @@
+import contextlib
 import os
+import random
 import sys
 from pathlib import Path
 
@@ -6,6 +8,22 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+@contextlib.contextmanager
+def own_ros_domain():
+    """A DDS domain of our own (localhost only), so that parallel runs on one machine never hear each other; the
+    previous ROS_DOMAIN_ID comes back afterwards."""
+    old = os.environ.get("ROS_DOMAIN_ID")
+    os.environ["ROS_DOMAIN_ID"] = str(random.randint(20, 200))
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    try:
+        yield os.environ["ROS_DOMAIN_ID"]
+    finally:
+        if old is None:
+            os.environ.pop("ROS_DOMAIN_ID", None)
+        else:
+            os.environ["ROS_DOMAIN_ID"] = old
 
 
 def shared_data_dir() -> Path:

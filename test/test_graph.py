@@ -1,13 +1,12 @@
 """The three nodes as separate processes exchanging real messages over Fast DDS, fed by a replayed bag; plus the
 bad inputs a camera driver can deliver. Each test asserts what is published (and what is not)."""
-import os
-import random
 import subprocess
 import sys
 import time
 
 import numpy as np
 import pytest
+from conftest import own_ros_domain
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy (ROS 2 PyPI wheels) not installed")
 pytest.importorskip("relocal_msgs.msg", reason="relocal_msgs not built: run scripts/build_interfaces.sh .venv")
@@ -29,15 +28,8 @@ SOLVER_ARGS = ["-p", "pose_solver:base_frame:=camera_link", "-p", "inference_nod
 
 @pytest.fixture(scope="module")
 def domain():
-    """A DDS domain of our own, so that parallel runs on one machine never hear each other."""
-    old = os.environ.get("ROS_DOMAIN_ID")
-    os.environ["ROS_DOMAIN_ID"] = str(random.randint(20, 200))
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    yield os.environ["ROS_DOMAIN_ID"]
-    if old is None:
-        os.environ.pop("ROS_DOMAIN_ID", None)
-    else:
-        os.environ["ROS_DOMAIN_ID"] = old
+    with own_ros_domain() as d:
+        yield d
 
 
 @pytest.fixture(scope="module")

@@ -1,14 +1,13 @@
 """The three nodes as ROS 2 lifecycle (managed) nodes: configure loads, activate opens the topics, deactivate
 closes them, cleanup frees; twice over without leaking entities or threads, in-process and driven over the
 lifecycle services the way nav2_lifecycle_manager drives them (bond off)."""
-import os
-import random
 import subprocess
 import sys
 import threading
 import time
 
 import pytest
+from conftest import own_ros_domain
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy (ROS 2 PyPI wheels) not installed")
 pytest.importorskip("relocal_msgs.msg", reason="relocal_msgs not built: run scripts/build_interfaces.sh .venv")
@@ -29,14 +28,8 @@ def plane_map(tmp_path_factory):
 
 @pytest.fixture()
 def own_domain():
-    old = os.environ.get("ROS_DOMAIN_ID")
-    os.environ["ROS_DOMAIN_ID"] = str(random.randint(20, 200))
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    yield os.environ["ROS_DOMAIN_ID"]
-    if old is None:
-        os.environ.pop("ROS_DOMAIN_ID", None)
-    else:
-        os.environ["ROS_DOMAIN_ID"] = old
+    with own_ros_domain() as d:
+        yield d
 
 
 def _entities(node):
