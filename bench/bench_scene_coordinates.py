@@ -80,7 +80,7 @@ def make_localizer(method: str, kmap, threads: int):
         loc = Relocalizer(kmap, conf)
     except (ImportError, FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
         return None, f"{type(e).__name__}: {e}"
-    problem = getattr(loc.engine.learned, "problem", "")
+    problem = getattr(getattr(loc.engine.method, "runner", None), "problem", "")
     return (None, problem) if problem else (loc, "")
 
 
@@ -197,7 +197,7 @@ def main():
                 if not (map_dir / "CURRENT").is_file():
                     build_map(map_src, {"extractor": "xfeat"}, progress=False).save(map_dir)
                 kmap = KeyframeMap.load(map_dir)
-                kmap.path = map_dir  # where DsacppMethod finds the head trained for this map
+                kmap.path = map_dir  # where DsacppRunner finds the head trained for this map
                 if "dsacpp" in a.methods:
                     from relocal_ros.networks.scene_training import train_scene
                     t0 = time.perf_counter()

@@ -27,7 +27,7 @@ from relocal_ros.estimates import QueryEvidence  # noqa: E402
 from relocal_ros.geometry.poses import pose_error  # noqa: E402
 from relocal_ros.mapping.builder import build_map  # noqa: E402
 from relocal_ros.mapping.keyframe_map import KeyframeMap  # noqa: E402
-from relocal_ros.networks.dsacpp import DsacppMethod, cell_pixels, ground_truth_scene_coordinates  # noqa: E402
+from relocal_ros.networks.dsacpp import DsacppRunner, cell_pixels, ground_truth_scene_coordinates  # noqa: E402
 from relocal_ros.networks.scene_training import train_scene  # noqa: E402
 from relocal_ros.pipeline import PoseSolver, Relocalizer  # noqa: E402
 
@@ -52,7 +52,7 @@ HEADER = ("| method | queries | median t (cm) | median r (deg) | 5cm/5deg | 10cm
 
 
 def evaluate_dsacpp(map_dir, kmap, queries, idx, threads):
-    method = DsacppMethod(kmap, {"map_dir": map_dir, "threads": threads})
+    method = DsacppRunner(kmap, {"map_dir": map_dir, "threads": threads})
     if method.problem:
         raise RuntimeError(method.problem)
     solver = PoseSolver(DSACPP_SOLVER)

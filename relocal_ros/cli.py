@@ -15,8 +15,8 @@ log = logging.getLogger("relocal")
 def _cmd_build_map(a) -> int:
     from relocal_ros.data.sources import open_source
     from relocal_ros.mapping.builder import build_map
-    conf = {"extractor": a.extractor, "min_translation": a.min_translation, "min_rotation_deg": a.min_rotation,
-            "pose_sigma": a.pose_sigma, "global_descriptor": a.global_descriptor}
+    conf = {name: getattr(a, name) for name in _flags("mapping")}
+    conf["pose_sigma"] = a.pose_sigma
     kmap = build_map(open_source(a.source), conf, progress=not a.quiet)
     version = kmap.save(a.out)
     print(f"map: {len(kmap)} keyframes -> {version}")
@@ -38,15 +38,15 @@ def _cmd_localize(a) -> int:
     from relocal_ros.data.trajectory import format_covariance_line, format_tum_line
     from relocal_ros.pipeline import Relocalizer, merge_conf, default_conf
 
+    from relocal_ros.settings import parse_assignment, setting
+
     conf = merge_conf(default_conf(), _load_yaml_conf(a.config))
-    if a.method:
-        conf["inference"]["method"] = a.method
-    if a.fusion:
-        conf["solver"]["fusion"] = a.fusion
-    if a.backend:
-        conf["inference"]["backend"] = a.backend
-    if a.mc_samples is not None:
-        conf["inference"]["mc_samples"] = a.mc_samples
+    for name in _flags("inference") + _flags("solver"):  # the named flags, when given
+        if getattr(a, name) is not None:
+            conf[setting(name).stage][name] = getattr(a, name)
+    for text in a.set or []:  # any other localization setting
+        stage, name, value = parse_assignment(text)
+        conf[stage][name] = value
     reloc = Relocalizer.from_map_dir(a.map, conf)
     source = open_source(a.query, with_ground_truth=False)  # never let query ground truth near the estimator
     lines, cov_lines, latencies, refusals, unreadable = [], [], [], 0, 0
@@ -126,9 +126,24 @@ def _cmd_train_scene(a) -> int:
     return train_scene_main(argv + (["--threads", str(a.threads)] if a.threads else []))
 
 
-def _methods():
-    from relocal_ros.pipeline import METHODS
-    return METHODS
+def _flags(stage: str) -> list[str]:
+    """The settings of a stage that have a named flag (relocal_ros/settings.py `cli`)."""
+    from relocal_ros.settings import all_settings
+    return [s.name for s in all_settings() if s.stage == stage and s.cli]
+
+
+def _add_setting_flags(parser, stage: str, with_defaults: bool) -> None:
+    """One option per setting of `stage` that has a named flag: type, choices, help and default from the schema
+    (localize: default None, so that only given flags override the configuration)."""
+    from relocal_ros.methods import method_names
+    from relocal_ros.settings import setting
+    for name in _flags(stage):
+        s = setting(name)
+        choices = list(method_names()) if name == "method" else list(s.choices) if s.choices else None
+        default = s.default if with_defaults else None
+        shown = f" (default {s.default})" if s.default not in ("", None) else ""
+        parser.add_argument(s.cli, dest=name, type=type(s.default), choices=choices, default=default,
+                            help=s.description.replace("%", "%%") + shown)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,11 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("build-map", help="build a keyframe map from a TUM / 7-Scenes folder or a ROS 2 bag")
     s.add_argument("source")
     s.add_argument("--out", required=True, help="map directory (created; an existing map gets a new version)")
-    s.add_argument("--extractor", default="xfeat", choices=["xfeat", "sift"])
-    s.add_argument("--min-translation", type=float, default=0.05, help="keyframe spacing in metres")
-    s.add_argument("--min-rotation", type=float, default=5.0, help="keyframe spacing in degrees")
-    s.add_argument("--global-descriptor", default="xfeat_vlad", choices=["xfeat_vlad", "netvlad", "densevlad"],
-                   help="retrieval descriptor (default xfeat_vlad: VLAD of the XFeat features; see bench_retrieval)")
+    _add_setting_flags(s, "mapping", with_defaults=True)
     s.add_argument("--pose-sigma", type=float, nargs=2, metavar=("M", "DEG"), default=None,
                    help="accuracy of the source's poses, kept in the map as the covariance floor for map error "
                         "(default: what the source states, e.g. exact for `relocal synth` scenes, else 0.01 m 1 deg)")
@@ -154,15 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("map")
     s.add_argument("query")
     s.add_argument("--out", required=True, help="TUM trajectory (timestamp tx ty tz qx qy qz qw, camera-to-map)")
-    s.add_argument("--method", default=None, choices=list(_methods()),
-                   help="xfeat_pnp (default, the best measured); xfeat_relative (essential-matrix relative poses to "
-                   "the retrieved keyframes); exrenet (ExReNet relative pose regression); sanet (scene-agnostic "
-                   "scene coordinates); dsacpp (per-map scene coordinates, after `relocal train-scene MAP`)")
-    s.add_argument("--backend", default=None, choices=["auto", "onnxruntime", "tensorrt", "torch"],
-                   help="runtime of the learned methods (default auto: TensorRT > torch CUDA > ONNX Runtime CPU)")
-    s.add_argument("--mc-samples", type=int, default=None, help="exrenet: MC-dropout samples per keyframe (100)")
-    s.add_argument("--fusion", default=None, choices=["exrenet", "irls", "rrpr"],
-                   help="how relative poses are combined (relative-pose methods; default exrenet)")
+    _add_setting_flags(s, "inference", with_defaults=False)
+    _add_setting_flags(s, "solver", with_defaults=False)
+    s.add_argument("--set", action="append", metavar="NAME=VALUE",
+                   help="any inference or solver setting (repeatable; `python -m relocal_ros.settings --markdown` "
+                        "lists them), applied after --config")
     s.add_argument("--config", default=None, help="YAML with 'inference' and 'solver' overrides")
     s.add_argument("--covariance-out", default=None,
                    help="COV.txt: per line of EST.txt its stamp and the 36 entries of the row-major 6x6 covariance "

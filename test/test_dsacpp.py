@@ -15,7 +15,9 @@ from relocal_ros.geometry.poses import pose_error
 from relocal_ros.mapping.builder import build_map
 from relocal_ros.mapping.keyframe_map import KeyframeMap
 from relocal_ros.networks import scene_training
-from relocal_ros.networks.dsacpp import (SC_DIR, CheckpointError, DsacppMethod, cell_pixels,
+from relocal_ros.methods.base import Query
+from relocal_ros.methods.dsacpp import Dsacpp
+from relocal_ros.networks.dsacpp import (SC_DIR, CheckpointError, DsacppRunner, cell_pixels,
                                          ground_truth_scene_coordinates)
 from relocal_ros.pipeline import PoseSolver
 
@@ -91,7 +93,7 @@ def test_trained_head_beats_mean_scene_point_and_resumes(scene, trained):
     assert first["seconds_total"] <= 43
     assert first["onnx_max_abs_diff_m"] < 1e-3
     kmap = KeyframeMap.load(map_dir)
-    method = DsacppMethod(kmap, {"map_dir": map_dir, "threads": 1})
+    method = DsacppRunner(kmap, {"map_dir": map_dir, "threads": 1})
     assert method.problem == ""
     # the mean scene point of the map (from its keyframes' lifted features) is the trivial baseline
     mean_point = np.nanmean(np.concatenate([kf.points3d for kf in kmap.keyframes]), 0)
@@ -125,7 +127,7 @@ def test_refusals_untrained_other_version_grown_and_corrupt(scene, trained, tmp_
     def refusal(path, kmap=None):
         kmap = kmap or KeyframeMap.load(path)
         ev = QueryEvidence(frame.stamp, frame.intrinsics, "dsacpp")
-        DsacppMethod(kmap, {"map_dir": path, "threads": 1}).infer(frame, [], ev)
+        Dsacpp(kmap, {"backend": "auto", "network_threads": 1}).infer(Query(frame), ev)
         return ev.refusal
 
     untrained = tmp_path / "untrained"
@@ -146,7 +148,7 @@ def test_refusals_untrained_other_version_grown_and_corrupt(scene, trained, tmp_
     grown = KeyframeMap.load(map_dir)
     extra = open_source(out / "seq-01")[0]
     grown.add_keyframe(extra)
-    method = DsacppMethod(grown, {"map_dir": map_dir, "threads": 1})
+    method = DsacppRunner(grown, {"map_dir": map_dir, "threads": 1})
     assert method.problem == "" and method.untrained_keyframes == 1
 
     corrupt = tmp_path / "corrupt"
@@ -178,11 +180,11 @@ def test_pipeline_runs_dsacpp(scene, trained):
     kmap.path = map_dir
     loc = Relocalizer(kmap, {"inference": {"method": "dsacpp"},
                              "solver": {"max_reproj_error": 10.0, "min_inlier_ratio": 0.1}})
-    assert loc.engine.learned.problem == ""
+    assert loc.engine.method.runner.problem == ""
     est = loc.localize(open_source(out / "seq-02")[2])
     assert est.accepted or (est.reason and "train-scene" not in est.reason)
     loaded = Relocalizer(KeyframeMap.load(map_dir), {"inference": {"method": "dsacpp"}})
-    assert loaded.engine.learned.problem == ""  # a loaded map knows its directory, hence its head
+    assert loaded.engine.method.runner.problem == ""  # a loaded map knows its directory, hence its head
     in_memory = KeyframeMap.load(map_dir)
     in_memory.path = None
     untrained = Relocalizer(in_memory, {"inference": {"method": "dsacpp"}})

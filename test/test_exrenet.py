@@ -194,7 +194,7 @@ def test_exrenet_method_in_the_pipeline(runner, tmp_path):
                            progress=False)
     kmap = build_map(SevenScenesSequence(scene / "seq-01"), {"rotations": [0.0]}, progress=False)
     reloc = Relocalizer(kmap, {"inference": {"method": "exrenet", "mc_samples": 20, "backend": "onnxruntime"}})
-    method = reloc.engine.learned
+    method = reloc.engine.method
     assert set(method.features) == {kf.id for kf in kmap.keyframes}
     calls = []
     encode = method.runner.encode

@@ -13,7 +13,10 @@ from relocal_ros.estimates import QueryEvidence
 from relocal_ros.mapping.keyframe_map import THUMB_SIZE, Keyframe, KeyframeMap
 from relocal_ros.matching.features import LocalFeatures
 from relocal_ros.networks import sanet
-from relocal_ros.networks.sanet import SanetMethod, pooled_coordinates
+from relocal_ros.methods.base import Query
+from relocal_ros.methods.sanet import Sanet
+from relocal_ros.networks.sanet import SanetRunner, pooled_coordinates
+from relocal_ros.pipeline import default_conf
 
 SEED = 9731  # held out: training scenes are 0..239, validation 9000..9011
 W, H = 320, 240
@@ -61,13 +64,14 @@ def scene():
 @pytest.fixture(scope="module")
 def method(scene, tmp_path_factory):
     torch.set_num_threads(1)
-    return SanetMethod(scene[0], {"cache_dir": str(tmp_path_factory.mktemp("sanet_onnx")), "threads": 1,
+    return SanetRunner(scene[0], {"cache_dir": str(tmp_path_factory.mktemp("sanet_onnx")), "threads": 1,
                                   "backend": "onnxruntime"})
 
 
-def _infer(method, frame, refs):
+def _infer(runner, frame, refs):
+    """The pipeline method "sanet" over an already loaded runner."""
     ev = QueryEvidence(frame.stamp, frame.intrinsics, "sanet")
-    method.infer(frame, refs, ev)
+    Sanet(runner.map, default_conf()["inference"], runner=runner).infer(Query(frame, list(refs)), ev)
     return ev
 
 
@@ -125,7 +129,7 @@ def test_no_keyframe_depth_is_refused(scene, method):
                       kf.global_descriptors, kf.thumbnail, np.zeros_like(kf.depth_thumbnail)) for i in range(2)]
     bmap = KeyframeMap(np.zeros((4, 64), np.float32))
     bmap.keyframes.extend(blind)
-    m = SanetMethod.__new__(SanetMethod)  # share the loaded networks, fresh pyramids for the depth-less map
+    m = SanetRunner.__new__(SanetRunner)  # share the loaded networks, fresh pyramids for the depth-less map
     m.__dict__.update(method.__dict__, map=bmap, _pyramids={})
     for b in blind:
         m.add_keyframe(b)
@@ -159,9 +163,8 @@ def test_onnx_parts_match_torch(scene, method):
 def test_torch_backend_agrees_with_onnxruntime(scene, method, tmp_path):
     kmap, queries = scene
     frame, refs, _ = queries[2]
-    # with the keys the pipeline hands every learned method ("weights": "" = the shipped file)
-    torch_method = SanetMethod(kmap, {"cache_dir": str(tmp_path), "backend": "torch", "weights": "",
-                                      "mc_samples": 100, "threads": 1})
+    # "weights": "" = the shipped file
+    torch_method = SanetRunner(kmap, {"cache_dir": str(tmp_path), "backend": "torch", "weights": "", "threads": 1})
     assert torch_method.backend_name.startswith("torch")
     a, wa, _ = method.predict(frame.rgb, refs)
     b, wb, _ = torch_method.predict(frame.rgb, refs)
@@ -176,4 +179,4 @@ def test_bad_weights_are_refused(tmp_path):
     with pytest.raises(FileNotFoundError):
         sanet.load_weights(tmp_path / "missing.pt")
     with pytest.raises(KeyError, match="unknown SANet configuration"):
-        SanetMethod(KeyframeMap(np.zeros((4, 64), np.float32)), {"no_such_key": 1})
+        SanetRunner(KeyframeMap(np.zeros((4, 64), np.float32)), {"no_such_key": 1})

@@ -1,12 +1,11 @@
 """Small units checked against values worked out by hand (kornia-style): retrieval's diversity rule, mutual
 nearest neighbours with the ratio test, configuration merging, keyframe selection."""
-import inspect
 
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from relocal_ros.mapping.builder import DEFAULT_BUILD_CONF
+from relocal_ros.mapping.builder import default_build_conf
 from relocal_ros.mapping.keyframe_map import KeyframeSelector
 from relocal_ros.matching.features import mutual_nearest_neighbours
 from relocal_ros.pipeline import default_conf, merge_conf
@@ -67,6 +66,6 @@ def test_keyframe_selector_by_hand_and_defaults_agree_with_the_builder():
     assert sel.should_add(_pose(0.05, 11))         # turned 11 deg: a new view
     assert sel.should_add(_pose(0.11, 0))          # moved 11 cm
     assert not sel.should_add(_pose(0.06, 10.5))   # 1 cm / 0.5 deg from the second, whatever the first says
-    defaults = inspect.signature(KeyframeSelector).parameters
-    assert defaults["min_translation"].default == DEFAULT_BUILD_CONF["min_translation"]
-    assert defaults["min_rotation_deg"].default == DEFAULT_BUILD_CONF["min_rotation_deg"]
+    default = KeyframeSelector()
+    assert default.min_translation == default_build_conf()["min_translation"]
+    assert default.min_rotation_deg == default_build_conf()["min_rotation_deg"]

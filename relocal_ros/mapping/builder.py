@@ -10,25 +10,22 @@ from tqdm import tqdm
 from relocal_ros.mapping.keyframe_map import KeyframeMap, KeyframeSelector
 from relocal_ros.matching.features import make_extractor
 from relocal_ros.retrieval.vlad import VladAggregator, learn_vocabulary
+from relocal_ros.settings import stage_defaults
 
 log = logging.getLogger(__name__)
-DEFAULT_BUILD_CONF = {
-    "extractor": "xfeat",
-    "extractor_conf": {},
-    "min_translation": 0.05,   # keyframe selection (m); a denser map costs memory, not query time (top-k search)
-    "min_rotation_deg": 5.0,
-    "vocabulary_words": 64,
-    "rotations": [0.0, 45.0, -45.0],  # in-plane angles keyframes are stored at (XFeat is not rotation invariant)
-    # accuracy of the source's poses (m, deg), kept in the map: the solver's covariance floor for map error.
-    # None: what the source states (synthetic scenes: exact), else the solver's default (real sensors)
-    "pose_sigma": None,
-    "vocabulary": "map",  # "map": VLAD words learned from this map's keyframes; or a .npy file of words
-    "global_descriptor": "xfeat_vlad",  # retrieval descriptor: xfeat_vlad, netvlad, densevlad (KeyframeMap)
-}
+
+
+def default_build_conf() -> dict:
+    """The "mapping" settings' defaults (relocal_ros/settings.py)."""
+    return stage_defaults("mapping")
 
 
 def build_map(source, conf: dict | None = None, progress: bool = True) -> KeyframeMap:
-    conf = {**DEFAULT_BUILD_CONF, **(conf or {})}
+    defaults = default_build_conf()
+    unknown = set(conf or {}) - set(defaults)
+    if unknown:
+        raise KeyError(f"unknown mapping settings {sorted(unknown)}; known: {sorted(defaults)}")
+    conf = {**defaults, **(conf or {})}
     selector = KeyframeSelector(conf["min_translation"], conf["min_rotation_deg"])
     extractor = make_extractor(conf["extractor"], conf["extractor_conf"])
     selected, features, skipped = [], [], 0

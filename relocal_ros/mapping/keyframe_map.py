@@ -339,9 +339,11 @@ def _read_current(root: Path, missing_ok: bool = False) -> str | None:
 class KeyframeSelector:
     """Accepts a new keyframe when the camera has moved or turned enough since every kept one."""
 
-    def __init__(self, min_translation: float = 0.05, min_rotation_deg: float = 5.0):
-        self.min_translation = min_translation
-        self.min_rotation_deg = min_rotation_deg
+    def __init__(self, min_translation: float | None = None, min_rotation_deg: float | None = None):
+        from relocal_ros.settings import setting  # defaults: the map builder's (one schema)
+        self.min_translation = setting("min_translation").default if min_translation is None else min_translation
+        self.min_rotation_deg = setting("min_rotation_deg").default if min_rotation_deg is None \
+            else min_rotation_deg
         self.poses: list[np.ndarray] = []
 
     def should_add(self, T_world_cam: np.ndarray) -> bool:

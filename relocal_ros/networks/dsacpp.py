@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from pathlib import Path
 
 import cv2
@@ -31,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from relocal_ros.geometry.camera import Intrinsics, undistort_points
+from relocal_ros.geometry.camera import Intrinsics
 from relocal_ros.mapping.keyframe_map import THUMB_SIZE, Keyframe, KeyframeMap
 
 ENC_SIZE = (320, 224)        # encoder input width, height (sides divisible by 32 for XFeat)
@@ -225,14 +224,12 @@ def ground_truth_scene_coordinates(image_points: np.ndarray, depth: np.ndarray |
     return pw.astype(np.float32)
 
 
-# -- the method ---------------------------------------------------------------------------------------------------
-class DsacppMethod:
-    """Per-query: encoder + head on the whole image -> 1120 2D-3D correspondences for the solver's PnP-RANSAC with
-    DSAC++ soft-inlier scoring. Retrieval is not needed (the head knows the whole map); refs are ignored.
+# -- the runtime (the pipeline method is relocal_ros/methods/dsacpp.py) -----------------------------------------------------------------------------------------------
+class DsacppRunner:
+    """The map's trained head behind a backend: image -> one scene coordinate per encoder cell.
 
-    conf: map_dir (where the map was loaded from; else keyframe_map.path, else weights: the map directory or its
-    scene_coordinates directory), backend ("auto", "onnxruntime", "tensorrt", "torch"), threads."""
-    name = "dsacpp"
+    conf: map_dir (where the map was loaded from; default keyframe_map.path), backend ("auto", "onnxruntime",
+    "tensorrt", "torch"), threads. A missing or mismatched head is not an exception: `problem` says why."""
 
     def __init__(self, keyframe_map: KeyframeMap, conf: dict | None = None):
         conf = dict(conf or {})
@@ -244,9 +241,6 @@ class DsacppMethod:
         self._encoder = None
         self.threads = int(conf.get("threads", 2))
         map_dir = conf.get("map_dir") or getattr(keyframe_map, "path", None)
-        if not map_dir and conf.get("weights"):  # the pipeline's generic "weights": the map or its head directory
-            w = Path(conf["weights"])
-            map_dir = w.parent if w.name == SC_DIR else w
         if map_dir is None:
             self.problem = ("dsacpp needs the map directory (conf map_dir) to find its trained head; "
                             f"{TRAIN_COMMAND}")
@@ -276,25 +270,3 @@ class DsacppMethod:
             raise CheckpointError(self.problem)
         fmap = self._encoder(rgb)[None]
         return self._backend(features=fmap)[0].reshape(-1, 3)
-
-    def infer(self, frame, refs: list[int], ev) -> None:
-        t0 = time.perf_counter()
-        if self.problem:
-            ev.refusal = self.problem
-            return
-        from relocal_ros.pipeline import check_frame  # lazy: the pipeline imports this module
-        why = check_frame(frame)
-        if why:
-            ev.refusal = why
-            return
-        X = self.predict(frame.rgb)
-        intr = frame.intrinsics
-        uv = undistort_points(cell_pixels(intr.width, intr.height), intr)
-        ok = np.isfinite(X).all(1)
-        if not ok.any():
-            ev.refusal = "the scene-coordinate head produced no finite prediction"
-            return
-        ev.image_points = uv[ok].astype(np.float32)
-        ev.map_points = X[ok].astype(np.float32)
-        ev.weights = np.ones(int(ok.sum()), np.float32)
-        ev.inference_seconds = time.perf_counter() - t0

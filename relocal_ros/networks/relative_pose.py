@@ -1,4 +1,4 @@
-"""ExReNet at run time: the relative-pose method of the pipeline ("exrenet").
+"""ExReNet at run time (the pipeline method relocal_ros/methods/exrenet.py uses it).
 
 Weights (float16 state dict, torch.load(weights_only=True)) are exported once to ONNX in a cache directory keyed by
 the sha256 of the weights and of the network's code and checked against torch there; the encoder and the regressor then run through a backend (ONNX
@@ -16,20 +16,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from relocal_ros.data.frames import RGBDFrame
-from relocal_ros.estimates import QueryEvidence, RelativePoseHypothesis
 from relocal_ros.networks import correlation as correlation_module
 from relocal_ros.networks import exrenet as exrenet_module
 from relocal_ros.networks import layers as layers_module
 from relocal_ros.networks.backends import check_onnx, export_onnx, make_backend
-from relocal_ros.networks.exrenet import (XFEAT_SIZE, ExReNet, canonical_view, load_xfeat_backbone, mc_dropout_head,
+from relocal_ros.networks.exrenet import (XFEAT_SIZE, ExReNet, load_xfeat_backbone, mc_dropout_head,
                                           summarize_samples, xfeat_input)
 
 log = logging.getLogger(__name__)
 from relocal_ros.resources import models_dir  # noqa: E402  (source tree, installed share/ or ament index)
 MODELS_DIR = models_dir()
 DEFAULT_WEIGHTS = MODELS_DIR / "exrenet_synthetic.pt"
-DEFAULT_CONF = {"weights": "", "backend": "auto", "mc_samples": 100, "threads": 2, "seed": 0}
 
 
 def cache_dir() -> Path:
@@ -132,35 +129,3 @@ class ExReNetRunner:
                                    fine_q=fine_q[None].astype(np.float32), coarse_q=coarse_q[None].astype(np.float32))
         out = mc_dropout_head(hidden, *self._fc, samples, self.rng)
         return [summarize_samples(o) for o in out]
-
-
-class ExrenetMethod:
-    """Pipeline method "exrenet": relative poses to the retrieved keyframes -> ev.hypotheses (the solver fuses
-    them by triangulation + RANSAC)."""
-    name = "exrenet"
-
-    def __init__(self, keyframe_map, conf: dict | None = None):
-        self.conf = {**DEFAULT_CONF, **(conf or {})}
-        self.runner = ExReNetRunner(self.conf["weights"] or None, self.conf["backend"], self.conf["mc_samples"],
-                                    self.conf["threads"], self.conf["seed"])
-        self.map = keyframe_map
-        self.features: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        for kf in keyframe_map.keyframes:
-            self.add_keyframe(kf)
-
-    def add_keyframe(self, kf) -> None:
-        h, w = kf.thumbnail.shape[:2]
-        self.features[kf.id] = self.runner.encode(canonical_view(kf.thumbnail, kf.intrinsics.scaled(w, h)))
-
-    def infer(self, frame: RGBDFrame, refs: list[int], ev: QueryEvidence) -> None:
-        refs = [r for r in refs if r in self.features]
-        if not refs:
-            ev.refusal = "no retrieved keyframe has ExReNet features"
-            return
-        fine_q, coarse_q = self.runner.encode(canonical_view(frame.rgb, frame.intrinsics))
-        fr = np.stack([self.features[r][0] for r in refs])
-        cr = np.stack([self.features[r][1] for r in refs])
-        for kf_id, p in zip(refs, self.runner.predict(fr, cr, fine_q, coarse_q)):
-            kf = self.map.keyframes[kf_id]
-            ev.hypotheses.append(RelativePoseHypothesis(kf_id, kf.T_map_cam.copy(), p.T_kf_query, p.scale,
-                                                        p.direction_sd_deg, p.centres))

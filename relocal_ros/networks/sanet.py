@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from pathlib import Path
 
 import cv2
@@ -55,10 +54,7 @@ DEFAULT_CONF = {
     "cache_dir": "",             # where the ONNX exports are cached; "" = ~/.cache/relocal_ros/sanet
     "max_references": 10,        # at most this many of the retrieved keyframes build the query's scene
     "min_scene_points": 20,      # refuse when the references' finest level has fewer valid scene points
-    "min_confidence": 0.0,       # drop predictions whose confidence is below this
 }
-# keys the pipeline hands every learned method; meaningless here (ExReNet's MC-dropout samples), accepted and ignored
-SHARED_KEYS_IGNORED = ("mc_samples",)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -476,13 +472,13 @@ def trt_shapes(model: Sanet, max_references: int) -> tuple[dict, dict]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# the method
+# the runtime (the pipeline method is relocal_ros/methods/sanet.py)
 # ---------------------------------------------------------------------------------------------------------------
-class SanetMethod:
-    name = "sanet"
+class SanetRunner:
+    """The networks through a backend, and every keyframe's scene pyramid, computed once (add_keyframe)."""
 
     def __init__(self, keyframe_map, conf: dict | None = None):
-        conf = {k: v for k, v in (conf or {}).items() if k not in SHARED_KEYS_IGNORED}
+        conf = dict(conf or {})
         unknown = set(conf) - set(DEFAULT_CONF)
         if unknown:
             raise KeyError(f"unknown SANet configuration keys {sorted(unknown)}; known: {sorted(DEFAULT_CONF)}")
@@ -545,29 +541,3 @@ class SanetMethod:
         pts = (canon @ R.T + centre).astype(np.float32)
         confidence = 0.5 * (1.0 + np.tanh(0.5 * conf[0].reshape(-1)))  # the sigmoid, without exp overflow
         return pts, confidence.astype(np.float32), ""
-
-    def infer(self, frame, refs: list[int], ev) -> None:
-        t0 = time.perf_counter()
-        refs = [int(r) for r in refs if 0 <= int(r) < len(self.map.keyframes)]
-        if not refs:
-            ev.refusal = "SANet: no retrieved keyframes to build the scene from"
-            return
-        rgb, intr = frame.rgb, frame.intrinsics
-        if intr is None or not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 \
-                or rgb.dtype != np.uint8 or (intr.width, intr.height) != (rgb.shape[1], rgb.shape[0]):
-            ev.refusal = "SANet: the query needs an H x W x 3 uint8 image with matching intrinsics"
-            return
-        ev.keyframe_ids = list(refs)
-        pts, w, why = self.predict(rgb, refs)
-        if why:
-            ev.refusal = why
-            return
-        uv = cell_pixels(intr.width, intr.height)
-        keep = np.isfinite(pts).all(1) & np.isfinite(w) & (w >= float(self.conf["min_confidence"]))
-        if not keep.any():
-            ev.refusal = "SANet: no scene coordinate above min_confidence"
-            return
-        ev.image_points = undistort_points(uv[keep], intr)
-        ev.map_points = pts[keep]
-        ev.weights = np.clip(w[keep], 0, 1).astype(np.float32)
-        ev.inference_seconds = time.perf_counter() - t0

@@ -15,7 +15,7 @@ from std_msgs.msg import String
 from relocal_ros.frame_sync import FrameSynchronizer
 from relocal_ros.nodes.conversions import evidence_to_msg, frame_from_msgs, msg_stamp_str, stamp_ns
 from relocal_ros.nodes.node_utils import (LATCHED_QOS, RELIABLE_QOS, Diagnostics, LatestFrameWorker, ManagedNode,
-                                          Throttle, declare, declare_camera_inputs, run_node)
+                                          Throttle, run_node)
 
 IMAGE_TRANSPORTS = ("raw", "compressed")
 
@@ -32,21 +32,16 @@ def transport_topics(transport: str, color: str, depth: str) -> tuple[type, str,
 class InferenceNode(ManagedNode):
     def __init__(self, **kwargs):
         super().__init__("inference_node", **kwargs)
-        self.map_path = declare(self, "map_path", "", "keyframe map directory (relocal build-map output)")
-        self.method = declare(self, "method", "xfeat_pnp", "localization method: xfeat_pnp, xfeat_relative, "
-                              "exrenet, sanet, dsacpp")
-        self.backend = declare(self, "backend", "auto", "runtime of learned methods: auto, onnxruntime, "
-                               "tensorrt, torch")
-        self.mc_samples = declare(self, "mc_samples", 100, "exrenet: MC-dropout samples per keyframe", 0, 1000)
-        self.use_depth = declare(self, "use_depth", False, "wait for the aligned depth image of each colour image")
-        self.num_references = declare(self, "num_references", 3, "keyframes matched per query", 1, 20)
-        self.min_similarity = declare(self, "min_similarity", 0.8, "descriptor similarity of a match", 0.0, 1.0)
-        self.max_pair_dt = declare(self, "max_pair_dt", 0.02, "max stamp difference colour/depth (s)", 0.0, 1.0)
-        declare_camera_inputs(self)
-        transport_topics(self.image_transport, "", "")  # an unknown transport stops the node at start
+        from relocal_ros.methods import method_class
+        method_class(self.method)  # an unknown method stops the node at start, naming the available ones
         self._initial_map_path = self.map_path
         self.engine = self.diag = None
         self._engine_lock = threading.Lock()
+
+    def inference_conf(self) -> dict:
+        """The pipeline's inference settings, as this node's parameters set them (every one is a parameter)."""
+        from relocal_ros.settings import all_settings
+        return {s.name: self.params[s.name] for s in all_settings() if s.stage == "inference"}
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def configure(self) -> None:
@@ -67,7 +62,7 @@ class InferenceNode(ManagedNode):
         if self.use_depth:
             self.open_subscription(msg_type, depth, lambda m: self.sync.add_depth(stamp_ns(m.header.stamp), m),
                                    self.qos)
-        self.open_subscription(CameraInfo, self.info_topic, self._on_camera_info, self.qos)
+        self.open_subscription(CameraInfo, self.camera_info_topic, self._on_camera_info, self.qos)
         self.open_subscription(String, "relocalization/map_updated", self._on_map_updated, LATCHED_QOS)
         self.diag.values["image_topic"] = color
 
@@ -91,9 +86,7 @@ class InferenceNode(ManagedNode):
         try:
             t0 = time.perf_counter()
             kmap = KeyframeMap.load(path)
-            engine = InferenceEngine(kmap, {"method": self.method, "num_references": self.num_references,
-                                            "min_similarity": self.min_similarity, "backend": self.backend,
-                                            "mc_samples": self.mc_samples})
+            engine = InferenceEngine(kmap, self.inference_conf())
             if kmap.intrinsics is not None:  # build the feature network now, not on the first query
                 engine.map.encoder.warm_up(kmap.intrinsics.width, kmap.intrinsics.height)
         except (ValueError, OSError, RuntimeError) as e:  # MapFormatError is a ValueError: keep the previous map

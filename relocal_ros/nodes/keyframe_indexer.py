@@ -27,9 +27,8 @@ from relocal_ros.frame_sync import FrameSynchronizer
 from relocal_ros.mapping.keyframe_map import KeyframeMap, KeyframeSelector, MapFormatError
 from relocal_ros.nodes.conversions import frame_from_msgs, stamp_ns
 from relocal_ros.nodes.inference_node import transport_topics
-from relocal_ros.nodes.node_utils import (LATCHED_QOS, Diagnostics, LatestFrameWorker, ManagedNode, Throttle, declare,
-                                          declare_camera_inputs, run_node)
-from relocal_ros.nodes.pose_history import POSE_MSG_TYPES, PoseHistory, StampedPose, pose_from_msg
+from relocal_ros.nodes.node_utils import (LATCHED_QOS, Diagnostics, LatestFrameWorker, ManagedNode, Throttle, run_node)
+from relocal_ros.nodes.pose_history import PoseHistory, StampedPose, pose_from_msg
 from relocal_ros.nodes.tf_io import TfIO
 
 
@@ -43,33 +42,6 @@ def pose_msg_class(name: str):
 class KeyframeIndexerNode(ManagedNode):
     def __init__(self, **kwargs):
         super().__init__("keyframe_indexer", **kwargs)
-        self.map_path = declare(self, "map_path", "", "keyframe map directory")
-        self.mapping = declare(self, "mapping", False, "add keyframes online from the mapping pose")
-        self.pose_source = declare(self, "pose_source", "topic", "'topic' (mapping_pose_topic) or 'tf' (map->camera "
-                                   "from TF: the Nav2 path)")
-        self.map_frame = declare(self, "map_frame", "map", "frame of the map")
-        self.pose_topic = declare(self, "mapping_pose_topic", "mapping/pose", "pose_source topic: the pose topic")
-        self.pose_type = declare(self, "mapping_pose_type", "PoseStamped", "pose_source topic: PoseStamped, "
-                                 "PoseWithCovarianceStamped (e.g. amcl_pose) or Odometry")
-        self.pose_frame = declare(self, "mapping_pose_frame", "", "pose_source topic: the frame whose pose the "
-                                  "topic gives (e.g. base_link); '' = Odometry's child_frame_id, else the camera")
-        self.pose_wait = declare(self, "mapping_pose_wait", 5.0, "wait this long for the pose after an image (s)",
-                                 0.0, 60.0)
-        self.pose_max_interval = declare(self, "mapping_pose_max_interval", 0.5, "never interpolate between two "
-                                         "poses further apart (s)", 0.0, 10.0)
-        self.min_t = declare(self, "min_translation", 0.05, "keyframe spacing (m)", 0.0, 10.0)
-        self.min_r = declare(self, "min_rotation_deg", 5.0, "keyframe spacing (deg)", 0.0, 180.0)
-        self.autosave = declare(self, "autosave_keyframes", 50, "save after this many new keyframes (0: never)", 0, 100000)
-        self.bootstrap = declare(self, "bootstrap_keyframes", 20, "keyframes to learn a vocabulary from when a "
-                                 "new map has none", 2, 10000)
-        self.global_descriptor = declare(self, "global_descriptor", "xfeat_vlad", "retrieval descriptor of a new "
-                                         "map: xfeat_vlad, netvlad or densevlad")
-        declare_camera_inputs(self)
-        if self.pose_source not in ("topic", "tf"):
-            raise ValueError(f"pose_source must be 'topic' or 'tf', got {self.pose_source!r}")
-        if self.pose_type not in POSE_MSG_TYPES:
-            raise ValueError(f"mapping_pose_type must be one of {POSE_MSG_TYPES}, got {self.pose_type!r}")
-        transport_topics(self.image_transport, "", "")
         if self.mapping and not self.map_path:
             raise ValueError("mapping needs map_path (where the map is saved)")
         self.map: KeyframeMap | None = None
@@ -80,10 +52,10 @@ class KeyframeIndexerNode(ManagedNode):
     def configure(self) -> None:
         self.diag = Diagnostics(self, "keyframe indexer")
         self.throttle = Throttle()
-        self.selector = KeyframeSelector(self.min_t, self.min_r)
+        self.selector = KeyframeSelector(self.min_translation, self.min_rotation_deg)
         self._pending_bootstrap = []
         self._since_save = 0
-        self.poses = PoseHistory(self.pose_max_interval)
+        self.poses = PoseHistory(self.mapping_pose_max_interval)
         self.updated_pub = self.create_publisher(String, "relocalization/map_updated", LATCHED_QOS)
         if self.map_path and (Path(self.map_path) / "CURRENT").exists():
             self._load()
@@ -105,9 +77,9 @@ class KeyframeIndexerNode(ManagedNode):
         self.worker = LatestFrameWorker(self, self.sync, self._process, self.diag, "mapping frame")
         self.open_subscription(msg_type, color, self._on_color, self.qos)
         self.open_subscription(msg_type, depth, lambda m: self.sync.add_depth(stamp_ns(m.header.stamp), m), self.qos)
-        self.open_subscription(CameraInfo, self.info_topic, self.sync.set_camera_info, self.qos)
+        self.open_subscription(CameraInfo, self.camera_info_topic, self.sync.set_camera_info, self.qos)
         if self.pose_source == "topic":
-            self.open_subscription(pose_msg_class(self.pose_type), self.pose_topic, self._on_pose, 50)
+            self.open_subscription(pose_msg_class(self.mapping_pose_type), self.mapping_pose_topic, self._on_pose, 50)
 
     def deactivate(self) -> None:
         if self.mapping:
@@ -174,17 +146,17 @@ class KeyframeIndexerNode(ManagedNode):
         self.worker.wake()
 
     def _on_pose(self, msg) -> None:
-        t, T, header_frame, child = pose_from_msg(msg, self.pose_type)
-        self.poses.add(StampedPose(t, T, header_frame or self.map_frame, self.pose_frame or child))
+        t, T, header_frame, child = pose_from_msg(msg, self.mapping_pose_type)
+        self.poses.add(StampedPose(t, T, header_frame or self.map_frame, self.mapping_pose_frame or child))
         self.worker.wake()  # a frame may have been waiting for this pose
 
     def _camera_pose(self, t_ns: int, camera_frame: str) -> tuple[np.ndarray | None, str]:
         """T_map_cam at the image stamp, or (None, why)."""
         tf = self.tf
         if self.pose_source == "tf":
-            T = tf.lookup(self.map_frame, camera_frame, t_ns, 0.1)
+            T = tf.lookup(self.map_frame, camera_frame, t_ns, self.tf_timeout)
             return T, "" if T is not None else f"no TF {self.map_frame} -> {camera_frame} at the image time"
-        deadline = time.monotonic() + self.pose_wait
+        deadline = time.monotonic() + self.mapping_pose_wait
         while True:
             p = self.poses.at(t_ns)
             newest = self.poses.newest_ns()
@@ -193,15 +165,15 @@ class KeyframeIndexerNode(ManagedNode):
             time.sleep(0.005)
         if p is None:
             newest = self.poses.newest_ns()
-            return None, (f"no {self.pose_type} on {self.pose_topic} around the image time {t_ns * 1e-9:.6f} "
+            return None, (f"no {self.mapping_pose_type} on {self.mapping_pose_topic} around the image time {t_ns * 1e-9:.6f} "
                           f"(newest pose: {'none' if newest is None else f'{newest * 1e-9:.6f}'}, "
                           f"{self.poses.count} received)")
         frame = p.pose_frame or camera_frame
         T_map_header = np.eye(4) if p.header_frame == self.map_frame else \
-            tf.lookup(self.map_frame, p.header_frame, t_ns, 0.1)
+            tf.lookup(self.map_frame, p.header_frame, t_ns, self.tf_timeout)
         if T_map_header is None:
             return None, f"no TF {self.map_frame} -> {p.header_frame} (the mapping pose's frame) at the image time"
-        T_frame_cam = np.eye(4) if frame == camera_frame else tf.lookup(frame, camera_frame, t_ns, 0.1)
+        T_frame_cam = np.eye(4) if frame == camera_frame else tf.lookup(frame, camera_frame, t_ns, self.tf_timeout)
         if T_frame_cam is None:
             return None, f"no TF {frame} -> {camera_frame} at the image time"
         return T_map_header @ p.T @ T_frame_cam, ""
@@ -229,17 +201,17 @@ class KeyframeIndexerNode(ManagedNode):
                 self._since_save += 1
             n = len(self.map) if self.map is not None else len(self._pending_bootstrap)
         self.diag.values["keyframes"] = str(n)
-        if self.map is not None and self.autosave and self._since_save >= self.autosave:
+        if self.map is not None and self.autosave_keyframes and self._since_save >= self.autosave_keyframes:
             self._save()
 
     def _bootstrap(self, frame) -> None:
         """A new map without a vocabulary: hold the first keyframes, learn the vocabulary from them, index them."""
         from relocal_ros.mapping.builder import build_map
         self._pending_bootstrap.append(frame)
-        if len(self._pending_bootstrap) < self.bootstrap:
+        if len(self._pending_bootstrap) < self.bootstrap_keyframes:
             return
         self.map = build_map(self._pending_bootstrap, {"min_translation": 0.0, "min_rotation_deg": 0.0,
-                                                       "vocabulary_words": 32,
+                                                       "vocabulary_words": self.vocabulary_words,
                                                        "global_descriptor": self.global_descriptor}, progress=False)
         self._since_save = len(self.map)
         self._pending_bootstrap = []

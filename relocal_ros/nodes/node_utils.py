@@ -23,17 +23,25 @@ def image_qos(reliable: bool) -> QoSProfile:
     return RELIABLE_IMAGE_QOS if reliable else SENSOR_QOS
 
 
-def declare_camera_inputs(node) -> None:
-    """The camera parameters of both image-consuming nodes (RealSense wrapper names with align_depth), set as
-    attributes: color_topic, depth_topic, info_topic, image_transport, qos."""
-    node.color_topic = declare(node, "color_topic", "/camera/camera/color/image_raw", "colour image topic")
-    node.depth_topic = declare(node, "depth_topic", "/camera/camera/aligned_depth_to_color/image_raw",
-                               "aligned depth topic")
-    node.info_topic = declare(node, "camera_info_topic", "/camera/camera/color/camera_info", "camera_info topic")
-    node.image_transport = declare(node, "image_transport", "raw", "raw, or compressed: subscribe to "
-                                   "<color_topic>/compressed and <depth_topic>/compressedDepth (image_transport)")
-    node.qos = image_qos(declare(node, "reliable_images", False, "subscribe to images reliably (only matches "
-                                 "reliable publishers, e.g. bag replay); default best effort (sensor data)"))
+def declare_settings(node, node_name: str) -> dict:
+    """Declare every parameter that relocal_ros/settings.py gives this node (default, description, range), check
+    the choices (an unknown value stops the node at start, naming the choices), and set each as an attribute of
+    the node. Returns {name: value}."""
+    from relocal_ros.settings import node_settings
+    values = {}
+    for s in node_settings(node_name):
+        choices = " | ".join(repr(c) if c == "" else c for c in s.choices or ())
+        description = s.description + (f" ({choices})" if choices else "")
+        lo, hi = s.range if s.range else (None, None)
+        value = declare(node, s.name, s.ros_default, description, lo, hi)
+        s.check(value)
+        if hasattr(node, s.name):  # a setting must never shadow an rclpy Node attribute
+            raise RuntimeError(f"parameter {s.name!r} collides with an attribute of {type(node).__name__}")
+        setattr(node, s.name, value)
+        values[s.name] = value
+    if "reliable_images" in values:
+        node.qos = image_qos(values["reliable_images"])
+    return values
 
 
 def declare(node, name: str, default, description: str, lo=None, hi=None):
@@ -152,8 +160,8 @@ class ManagedNode(LifecycleNode):
 
     def __init__(self, name: str, **kwargs):
         super().__init__(name, **kwargs)
-        self.autostart = declare(self, "autostart", True, "configure and activate at start (false: wait for a "
-                                 "lifecycle manager, e.g. nav2_lifecycle_manager with bond_timeout 0)")
+        # every parameter of this node, autostart included, from relocal_ros/settings.py, as attributes
+        self.params = declare_settings(self, name)
         self._entities: list = []   # (kind, handle) opened by activate(), destroyed by deactivate()
         self._configured = self._active = False
 

@@ -25,42 +25,16 @@ from std_srvs.srv import Trigger
 from relocal_ros.nodes.conversions import (evidence_from_msg, pose_with_covariance_msg, stamp_ns,
                                            transform_covariance)
 from relocal_ros.nodes.map_odom import MapOdomKeeper, OneShotRequests, base_tf_problem, map_odom_from
-from relocal_ros.nodes.node_utils import (POSE_QOS, RELIABLE_QOS, Diagnostics, ManagedNode, Throttle, declare,
-                                          run_node)
+from relocal_ros.nodes.node_utils import POSE_QOS, RELIABLE_QOS, Diagnostics, ManagedNode, Throttle, run_node
 from relocal_ros.nodes.tf_io import TfIO
 
 
 class PoseSolverNode(ManagedNode):
     def __init__(self, **kwargs):
         super().__init__("pose_solver", **kwargs)
-        self.map_frame = declare(self, "map_frame", "map", "fixed frame of the map")
-        self.odom_frame = declare(self, "odom_frame", "odom", "odometry frame (REP-105); '' to never use one")
-        self.base_frame = declare(self, "base_frame", "base_link", "robot base frame whose pose is published")
-        self.tf_broadcast = declare(self, "tf_broadcast", True, "publish map->odom (or map->base_link) on /tf "
-                                    "(AMCL's name); false beside AMCL or robot_localization")
-        self.tf_publish_rate = declare(self, "tf_publish_rate", 20.0, "re-send the latest map->odom at this rate "
-                                       "(Hz)", 20.0, 1000.0)
-        self.transform_tolerance = declare(self, "transform_tolerance", 0.5, "post-date map->odom by this much, "
-                                           "as AMCL (s)", 0.0, 10.0)
-        self.tf_timeout = declare(self, "tf_timeout", 0.1, "wait this long for TF at an image's time (s)", 0.0, 2.0)
-        self.base_tf_grace = declare(self, "base_tf_grace", 5.0, "after start, a missing base->camera TF is a "
-                                     "warning for this long (waiting for /tf_static), then an error; either way no "
-                                     "pose is published (s)", 0.0, 120.0)
-        self.allow_camera_pose = declare(self, "allow_camera_pose", False, "without base->camera TF, publish the "
-                                         "camera's pose on relocalization/camera_pose (never as the base's)")
-        self.continuous = declare(self, "continuous", True, "publish every accepted pose on relocalization/pose "
-                                  "and TF; false: only the one answering ~/relocalize")
-        self.conf = {
-            "min_inliers": declare(self, "min_inliers", 30, "refuse with fewer PnP inliers", 6, 10000),
-            "min_inlier_ratio": declare(self, "min_inlier_ratio", 0.2, "refuse below this inlier ratio", 0.0, 1.0),
-            "max_reproj_error": declare(self, "max_reproj_error", 4.0, "RANSAC inlier threshold (px)", 0.5, 50.0),
-            "max_position_std": declare(self, "max_position_std", 0.25, "refuse above this position std (m)", 0.001, 10.0),
-            "pnp_scoring": declare(self, "pnp_scoring", "ransac", "PnP hypothesis scoring: ransac (poselib) or "
-                                   "soft_inlier (DSAC++)"),
-            "fusion": declare(self, "fusion", "exrenet", "relative-pose methods: exrenet, irls or rrpr"),
-            "min_relative_inliers": declare(self, "min_relative_inliers", 2, "relative-pose methods: refuse when "
-                                            "fewer keyframes agree", 1, 20),
-        }
+        from relocal_ros.settings import all_settings
+        # the pipeline's solver settings, as this node's parameters set them (every one is a parameter)
+        self.conf = {s.name: self.params[s.name] for s in all_settings() if s.stage == "solver"}
         from relocal_ros.pipeline import PoseSolver
         PoseSolver(self.conf)  # an unknown pnp_scoring / fusion stops the node at start, with its name
         self.solver = self.diag = self.tf = None

@@ -24,6 +24,8 @@ from relocal_ros.estimates import RelativePoseHypothesis
 from relocal_ros.geometry.poses import make_T
 
 FUSIONS = ("exrenet", "irls", "rrpr")
+# agreeing keyframes a fusion can need at most: rrpr answers from one keyframe by design
+FUSION_MIN_AGREEING = {"rrpr": 1}
 
 
 @dataclass

@@ -1,0 +1,91 @@
+"""The method contract: what a localization method needs from the engine, what evidence it gives the solver, its
+own settings and how the solver should treat its evidence. A new method is one file in relocal_ros/methods/
+defining a class that satisfies `Method` and naming it `METHOD` (README "How to add a method")."""
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, ClassVar, Protocol
+
+import numpy as np
+
+from relocal_ros.settings import Setting
+
+if TYPE_CHECKING:
+    from relocal_ros.data.frames import RGBDFrame
+    from relocal_ros.estimates import QueryEvidence
+    from relocal_ros.mapping.keyframe_map import Keyframe, KeyframeMap
+
+# the kinds of evidence the solver knows how to turn into a pose
+CORRESPONDENCES = "correspondences"  # 2D-3D: ev.image_points <-> ev.map_points (+ ev.query_points with depth)
+RELATIVE_POSES = "relative_poses"    # ev.hypotheses: the query's pose relative to retrieved keyframes
+
+
+@dataclasses.dataclass(frozen=True)
+class SolverTraits:
+    """How the pose solver treats a method's correspondences (defaults: sparse feature matches)."""
+    reproj_frac: float = 0.0        # PnP inlier threshold as a fraction of the image width, never below the solver's
+                                    # max_reproj_error (dense predictions: one point per network cell)
+    min_inlier_ratio: float = 1.0   # the inlier-ratio floor is min(this, the solver's min_inlier_ratio)
+    soft_inlier: bool = False       # score hypotheses by DSAC++'s soft inlier count, whatever pnp_scoring says
+    sigma_floor_frac: float = 0.0   # covariance: the pixel noise is at least this fraction of the inlier threshold
+
+
+@dataclasses.dataclass
+class Query:
+    """What the engine hands a method: the frame, and for methods that need retrieval the retrieved keyframes and
+    the query's local features and global descriptor (the map's encoder ran once for both)."""
+    frame: "RGBDFrame"
+    refs: list[int] = dataclasses.field(default_factory=list)
+    features: object = None                     # LocalFeatures of the query (the map's extractor), or None
+    global_descriptor: np.ndarray | None = None
+
+
+class Method(Protocol):
+    name: ClassVar[str]                    # what --method / the `method` setting calls it
+    evidence: ClassVar[str]                # CORRESPONDENCES or RELATIVE_POSES
+    needs_retrieval: ClassVar[bool]        # the engine retrieves keyframes (and extracts features) before infer
+    uses_depth: ClassVar[bool]             # reads the query's depth when it has one (and `use_depth` is on)
+    settings: ClassVar[tuple[Setting, ...]]  # its own settings (stage "inference"), unique names
+    solver: ClassVar[SolverTraits]
+
+    def __init__(self, keyframe_map: "KeyframeMap", conf: dict) -> None:
+        """conf: every inference setting (relocal_ros/settings.py and every method's), merged with overrides."""
+
+    def add_keyframe(self, keyframe: "Keyframe") -> None:
+        """Keep per-keyframe precomputation (network features, scene pyramids) in step with a growing map."""
+
+    def infer(self, query: Query, ev: "QueryEvidence") -> None:
+        """Fill ev with evidence of `evidence`'s kind, or set ev.refusal with the reason."""
+
+
+# settings shared by the methods that run a network (relocal_ros/networks)
+NETWORK_SETTINGS = (
+    Setting("backend", "auto", "runtime of learned methods: auto (TensorRT > torch CUDA > ONNX Runtime), "
+            "onnxruntime, tensorrt, torch", "inference", choices=("auto", "onnxruntime", "tensorrt", "torch"),
+            nodes=("inference_node",), cli="--backend"),
+    Setting("network_threads", 2, "CPU threads of the ONNX Runtime sessions", "inference", range=(1, 64),
+            nodes=("inference_node",)),
+    Setting("weights", "", "network weights file of exrenet / sanet; '' = the one shipped in models/",
+            "inference", nodes=("inference_node",)),
+)
+# settings of the methods that match local features against the keyframes' (xfeat_pnp, xfeat_relative)
+MATCHING_SETTINGS = (
+    Setting("matcher", "mnn", "mnn (mutual nearest neighbours) or lighterglue (slower, more matches)", "inference",
+            choices=("mnn", "lighterglue"), nodes=("inference_node",)),
+    Setting("min_similarity", 0.8, "mnn: cosine similarity of mutual nearest neighbours (XFeat)", "inference",
+            range=(0.0, 1.0), nodes=("inference_node",)),
+    Setting("max_ratio", 1.0, "mnn: Lowe ratio on descriptor distance; < 1 enables it (useful for SIFT)",
+            "inference", range=(0.0, 1.0), nodes=("inference_node",)),
+    Setting("min_confidence", 0.1, "lighterglue: match confidence", "inference", range=(0.0, 1.0),
+            nodes=("inference_node",)),
+)
+
+
+def keyframe_matches(matcher, features, image_size, global_descriptor, kf):
+    """Matches (query index, keyframe feature index) and similarities against the keyframe's stored rotation whose
+    global descriptor is closest to the query's (1/R of the work)."""
+    sub = kf.rotation_subset(int(np.argmax(kf.global_descriptors @ global_descriptor)))
+    m, sim = matcher(features, image_size, kf.features.subset(sub), (kf.intrinsics.width, kf.intrinsics.height))
+    if len(m):
+        m[:, 1] = sub[m[:, 1]]
+    return m, sim

@@ -1,0 +1,66 @@
+"""sanet: scene-agnostic scene coordinates (SANet): the query's cells registered against the retrieved keyframes'
+scene pyramids (networks/sanet.py) -> 2D-3D correspondences, one per network cell, for the solver's PnP-RANSAC
+with DSAC++ soft-inlier scoring."""
+from __future__ import annotations
+
+import numpy as np
+
+from relocal_ros.methods.base import CORRESPONDENCES, NETWORK_SETTINGS, Query, SolverTraits
+from relocal_ros.settings import Setting
+
+_N = ("inference_node",)
+
+
+class Sanet:
+    name = "sanet"
+    evidence = CORRESPONDENCES
+    needs_retrieval = True
+    uses_depth = False
+    settings = NETWORK_SETTINGS + (
+        Setting("sanet_max_references", 10, "sanet: at most this many of the retrieved keyframes build the "
+                "query's scene", "inference", range=(1, 50), nodes=_N),
+        Setting("sanet_min_scene_points", 20, "sanet: refuse when the references' finest level has fewer valid "
+                "scene points", "inference", range=(1, 100000), nodes=_N),
+        Setting("sanet_min_confidence", 0.0, "sanet: drop predictions whose confidence is below this",
+                "inference", range=(0.0, 1.0), nodes=_N),
+    )
+    # SANet's cells are 32 px wide at 640: a 24 px inlier threshold (bench_scene_coordinates.py); one point per
+    # cell, errors correlated over neighbouring cells: the covariance's pixel noise is at least 6 px
+    solver = SolverTraits(reproj_frac=0.0375, min_inlier_ratio=0.2, soft_inlier=True, sigma_floor_frac=0.25)
+
+    def __init__(self, keyframe_map, conf: dict, runner=None):
+        """runner: an already loaded SanetRunner of this map (tests share one), else built from conf."""
+        from relocal_ros.networks.sanet import SanetRunner  # torch: only when the method is chosen
+        self.map = keyframe_map
+        self.min_confidence = float(conf["sanet_min_confidence"])
+        self.runner = runner or SanetRunner(keyframe_map, {
+            "weights": conf["weights"], "backend": conf["backend"], "threads": conf["network_threads"],
+            "max_references": conf["sanet_max_references"], "min_scene_points": conf["sanet_min_scene_points"]})
+
+    def add_keyframe(self, keyframe) -> None:
+        self.runner.add_keyframe(keyframe)
+
+    def infer(self, query: Query, ev) -> None:
+        from relocal_ros.geometry.camera import undistort_points
+        from relocal_ros.networks.sanet import cell_pixels
+        refs = [int(r) for r in query.refs if 0 <= int(r) < len(self.map.keyframes)]
+        if not refs:
+            ev.refusal = "SANet: no retrieved keyframes to build the scene from"
+            return
+        rgb, intr = query.frame.rgb, query.frame.intrinsics
+        ev.keyframe_ids = list(refs)
+        pts, w, why = self.runner.predict(rgb, refs)
+        if why:
+            ev.refusal = why
+            return
+        uv = cell_pixels(intr.width, intr.height)
+        keep = np.isfinite(pts).all(1) & np.isfinite(w) & (w >= self.min_confidence)
+        if not keep.any():
+            ev.refusal = "SANet: no scene coordinate above sanet_min_confidence"
+            return
+        ev.image_points = undistort_points(uv[keep], intr)
+        ev.map_points = pts[keep]
+        ev.weights = np.clip(w[keep], 0, 1).astype(np.float32)
+
+
+METHOD = Sanet

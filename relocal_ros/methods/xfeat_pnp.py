@@ -1,0 +1,259 @@
+"""xfeat_pnp, the default: the query's local features (the map's extractor: XFeat, or SIFT) matched to the
+retrieved keyframes' stored ones, lifted to 3D with the keyframes' depth -> 2D-3D correspondences for the solver's
+PnP-RANSAC; with query depth also 3D-3D hypotheses, a dense depth check and ICP (README "Unseen real scenes")."""
+from __future__ import annotations
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from relocal_ros.geometry.camera import undistort_points
+from relocal_ros.geometry.poses import invert
+from relocal_ros.mapping.keyframe_map import lift_keypoints
+from relocal_ros.matching.guided import guided_matches
+from relocal_ros.matching.matchers import make_matcher
+from relocal_ros.methods.base import CORRESPONDENCES, MATCHING_SETTINGS, Query, SolverTraits, keyframe_matches
+from relocal_ros.settings import MIN_DENSE_CONSISTENCY, Setting
+from relocal_ros.solver.icp import SurfaceCache, refine_pose_icp
+from relocal_ros.solver.pnp import reprojection_residuals, solve_pnp_ransac
+from relocal_ros.solver.rigid import solve_rigid_ransac
+from relocal_ros.solver.verification import dense_consistency, keyframe_depth_view, sample_query_points
+
+_I = "inference"
+_N = ("inference_node",)
+SETTINGS = MATCHING_SETTINGS + (
+    Setting("guided_matching", True, "re-match in a window around projected keyframe points (matching/guided.py)",
+            _I, nodes=_N),
+    Setting("guided_radius", 12.0, "guided window radius at 640 px width, then half of it in a second pass (px)",
+            _I, range=(1.0, 200.0), nodes=_N),
+    Setting("guided_min_similarity", 0.35, "cosine similarity inside the window (few candidates: lower than "
+            "min_similarity)", _I, range=(0.0, 1.0), nodes=_N),
+    Setting("guided_margin", 0.0, "best similarity must beat the window's runner-up by this (XFeat keypoints 5 px "
+            "apart share descriptors: a margin drops most right matches)", _I, range=(0.0, 1.0), nodes=_N),
+    Setting("guided_min_inliers", 6, "inliers of the first hypothesis needed to guide at all", _I,
+            range=(4, 1000), nodes=_N),
+    Setting("guided_max_matches", 500, "the most similar guided matches handed to the solver", _I,
+            range=(0, 1_000_000_000), nodes=_N),
+    Setting("guide_below", 200, "global-match inliers of the first hypothesis above which it is taken as is", _I,
+            range=(0, 1_000_000_000), nodes=_N),
+    Setting("fallback_matcher", "", "when the hypothesis is weak, match again with this matcher on the best "
+            "references ('' = never; lighterglue: +2.5 points on one hard scene for +90-200 ms p95, README)", _I,
+            choices=("", "mnn", "lighterglue"), nodes=_N),
+    Setting("fallback_below", 25, "... weak: fewer global-match inliers than this", _I, range=(0, 1_000_000_000),
+            nodes=_N),
+    Setting("fallback_references", 2, "... on this many best references", _I, range=(1, 50), nodes=_N),
+    Setting("fallback_keypoints", 512, "... each side's strongest keypoints (cost grows with their square)", _I,
+            range=(16, 10000), nodes=_N),
+    Setting("icp_recheck_m", 0.08, "RGB-D: re-guide from the ICP-refined pose when ICP moves it this far (m; 0: "
+            "off)", _I, range=(0.0, 10.0), nodes=_N),
+    Setting("strong_dense", MIN_DENSE_CONSISTENCY, "RGB-D: depth agreement below which the evidence counts as "
+            "weak (look further)", _I, range=(0.0, 1.0), nodes=_N),
+)
+
+
+class FeaturePnP:
+    name = "xfeat_pnp"
+    evidence = CORRESPONDENCES
+    needs_retrieval = True
+    uses_depth = True
+    settings = SETTINGS
+    solver = SolverTraits()
+
+    def __init__(self, keyframe_map, conf: dict):
+        self.map = keyframe_map
+        self.conf = conf
+        self.matcher = make_matcher(conf["matcher"], conf)
+        fb = conf["fallback_matcher"]
+        # the fallback matchers are trained for XFeat descriptors: not for a SIFT map
+        self._fallback = make_matcher(fb, conf) if fb and fb != conf["matcher"] \
+            and keyframe_map.extractor == "xfeat" else None
+        self._surfaces = SurfaceCache()  # keyframe depth as points + normals for ICP, built when first needed
+
+    def add_keyframe(self, keyframe) -> None:
+        """Nothing to precompute: keyframe features and 3D points are stored in the map."""
+
+    def infer(self, query: Query, ev) -> None:
+        """2D–3D correspondences: mutual-NN matches to every retrieved keyframe, pooled; then, from a first pose
+        hypothesis, guided matching in a window around the projections of the keyframes' 3D points
+        (matching/guided.py), which recovers the matches that a global nearest-neighbour search loses under
+        viewpoint change. When the hypothesis is still weakly supported, the fallback matcher (LighterGlue on the
+        best references) adds global matches and the hypothesis is searched again. With query depth, each
+        correspondence also carries the query's own 3D point and the final hypothesis is checked densely against
+        the keyframes' depth (solver/verification.py)."""
+        c = self.conf
+        frame, feats, gdesc, refs = query.frame, query.features, query.global_descriptor, query.refs
+        intr = frame.intrinsics
+        pinhole = ev.intrinsics
+        q_uv = undistort_points(feats.keypoints, intr)
+        q_xyz = lift_keypoints(feats, frame.depth, intr, np.eye(4)) if c["use_depth"] and frame.depth is not None \
+            else None
+        size = (intr.width, intr.height)
+        pooled = [keyframe_matches(self.matcher, feats, size, gdesc, self.map.keyframes[k]) for k in refs]
+        qi, X, w = self._lift_matches(pooled, refs)
+        with_depth = [(k, keyframe_depth_view(self.map.keyframes[k])) for k in refs] if q_xyz is not None else []
+        refs_with_depth = [k for k, v in with_depth if v is not None]
+        views = [v for _, v in with_depth if v is not None]
+        samples = sample_query_points(frame.depth, intr, rgb=frame.rgb) if views else None
+
+        def judged(result):
+            """(result, dense check or None, global-match support): the evidence the solver will weigh."""
+            T = result[0]
+            chk = dense_consistency(T, samples[0], views, query_grey=samples[1]) if T is not None and views else None
+            return result, chk, self._independent_support(T, q_uv[qi], X, pinhole)
+
+        def weak(j) -> bool:
+            _, chk, support = j
+            return support < c["fallback_below"] or (chk is not None and not chk.consistency >= c["strong_dense"])
+
+        def key(j):  # verified depth agreement first, then global-match support
+            if not views:
+                return (j[2],)
+            return (j[1].consistency if j[1] is not None and np.isfinite(j[1].consistency) else 0.0, j[2])
+
+        def better(a, b):
+            return a if key(a) >= key(b) else b
+
+        T0 = self._first_hypothesis(q_uv[qi], X, None if q_xyz is None else q_xyz[qi], pinhole) \
+            if c["guided_matching"] and len(qi) >= 6 else None
+        plain = judged((T0, qi, X, w, np.ones(len(qi), bool)))
+        # strong global evidence (and depth agreeing) needs no guided matching, ICP or second opinions: the common
+        # case costs the least
+        confident = T0 is not None and plain[2] >= c["guide_below"] and not weak(plain)
+        # without a first hypothesis there is nothing to guide (_guide would only search for it again)
+        best = plain if confident or T0 is None else judged(self._guide(q_uv, q_xyz, feats, pinhole, refs, qi, X, w,
+                                                                          T0))
+        if weak(best) and self._fallback is not None:
+            ev.fallback = True
+            extra = [self._fallback_matches(feats, gdesc, self.map.keyframes[k], intr)
+                     for k in refs[: int(c["fallback_references"])]]
+            pooled = [(np.concatenate([a[0], b[0]]), np.r_[a[1], b[1]]) for a, b in zip(pooled, extra)] \
+                + pooled[len(extra):]
+            qi, X, w = self._lift_matches(pooled, refs)
+            best = better(judged(self._guide(q_uv, q_xyz, feats, pinhole, refs, qi, X, w)), best)
+        if weak(best) and c["guided_matching"] and len(refs) > 1:
+            # an aliased structure can outvote the right pose in the pooled matches: each reference's own
+            # hypothesis, guided over all references, competes on the same evidence
+            for k, per_ref in zip(refs, pooled):
+                rq, rX, _ = self._lift_matches([per_ref], [k])
+                if len(rq) < 6:
+                    continue
+                T0 = self._first_hypothesis(q_uv[rq], rX, None if q_xyz is None else q_xyz[rq], pinhole)
+                if T0 is not None:
+                    best = better(judged(self._guide(q_uv, q_xyz, feats, pinhole, refs, qi, X, w, T0)), best)
+        if not confident and views and best[0][0] is not None and c["icp_recheck_m"] > 0:
+            # the query's surfaces pull a pose that keypoints placed 10-70 cm off (repetitive texture, near-miss
+            # guided matches) back onto the keyframes' surfaces: when ICP moves it that far, or the depth disagrees,
+            # matching is guided again from the ICP pose and the two compete on the same evidence
+            T_icp = refine_pose_icp(best[0][0], samples[0][::3], views,  # a third of the samples: enough, 3x faster
+                                    [self._surfaces.get(k, v) for k, v in zip(refs_with_depth, views)])
+            if T_icp is not None:
+                moved = np.linalg.norm(T_icp[:3, 3] - best[0][0][:3, 3])
+                if moved > c["icp_recheck_m"] or weak(best):
+                    best = better(judged(self._guide(q_uv, q_xyz, feats, pinhole, refs, qi, X, w, T_icp)), best)
+        (T, qi_all, X_all, w_all, independent), chk, _ = best
+        ev.image_points = q_uv[qi_all]
+        ev.map_points = X_all
+        ev.independent = independent
+        ev.weights = np.clip(w_all, 0, 1).astype(np.float32)
+        if q_xyz is not None:
+            ev.query_points = q_xyz[qi_all].astype(np.float32)
+            if chk is None and views and len(qi_all) >= 6:  # no hypothesis: check the one the solver will find
+                T = solve_pnp_ransac(q_uv[qi_all], X_all, pinhole, 4.0 * intr.width / 640.0, 300).T_map_cam
+                chk = dense_consistency(T, samples[0], views, query_grey=samples[1]) if T is not None else None
+            if chk is not None:
+                ev.dense_consistency, ev.dense_judged, ev.dense_samples = chk.consistency, chk.judged, chk.samples
+                ev.dense_photometric = chk.photometric
+
+    def _lift_matches(self, per_ref, refs):
+        """(query indices, map points, similarities) of the matches whose keyframe keypoint has a 3D point."""
+        qi, X, w = [np.zeros(0, int)], [np.zeros((0, 3), np.float32)], [np.zeros(0, np.float32)]
+        for (m, sim), k in zip(per_ref, refs):
+            if len(m) == 0:
+                continue
+            P = self.map.keyframes[k].points3d[m[:, 1]]
+            ok = np.isfinite(P).all(1)
+            qi.append(m[ok, 0])
+            X.append(P[ok].astype(np.float32))
+            w.append(np.asarray(sim, np.float32)[ok])
+        return np.concatenate(qi), np.concatenate(X), np.concatenate(w)
+
+    def _guide(self, q_uv, q_xyz, feats, pinhole, refs, qi, X, w, T=None):
+        """-> (hypothesis or None, query indices, map points, weights, independence flags): the global matches
+        plus, when a first hypothesis exists (given, or found from the global matches), the guided matches of its
+        last refinement."""
+        c = self.conf
+        if T is None and c["guided_matching"] and len(qi) >= 6:
+            T = self._first_hypothesis(q_uv[qi], X, None if q_xyz is None else q_xyz[qi], pinhole)
+        independent = np.ones(len(qi), bool)
+        if T is None:
+            return T, qi, X, w, independent
+        # every retrieved keyframe's 3D points at once (one window search), projected with the hypothesis
+        ref_X = np.concatenate([self.map.keyframes[k].points3d for k in refs])
+        ref_D = np.concatenate([self.map.keyframes[k].features.descriptors for k in refs])
+        tree = cKDTree(q_uv)
+        scale = pinhole.width / 640.0
+        gq = np.zeros(0, int)
+        for radius in (c["guided_radius"] * scale, 0.5 * c["guided_radius"] * scale):
+            m, sim = guided_matches(T, q_uv, feats.descriptors, pinhole, ref_X, ref_D, radius,
+                                    c["guided_min_similarity"], c["guided_margin"], tree)
+            if len(m) < 6:
+                break
+            # guided matches mostly fit: RANSAC ends after a few samples, local optimisation does the work
+            res = solve_pnp_ransac(q_uv[m[:, 0]], ref_X[m[:, 1]], pinhole, max(2.0, 0.5 * radius), 200,
+                                   min_iterations=5)
+            if res.T_map_cam is None:
+                break
+            T, gq, gX, gw = res.T_map_cam, m[:, 0], ref_X[m[:, 1]].astype(np.float32), sim
+        if len(gq) > c["guided_max_matches"]:  # the solver's RANSAC cost grows with them; the best ones carry it
+            keep = np.argsort(-gw, kind="stable")[: int(c["guided_max_matches"])]
+            gq, gX, gw = gq[keep], gX[keep], gw[keep]
+        if len(gq) == 0:
+            return T, qi, X, w, independent
+        # guided matches are chosen to fit the hypothesis, so they cannot confirm it: the global matches stay,
+        # flagged as the hypothesis-independent evidence that the solver's acceptance counts
+        return (T, np.r_[qi, gq], np.concatenate([X, gX]), np.r_[w, gw].astype(np.float32),
+                np.r_[independent, np.zeros(len(gq), bool)])
+
+    @staticmethod
+    def _independent_support(T, uv, X, pinhole) -> int:
+        """Global matches within 4 px (at 640 wide) of their projection under T: what the solver will count."""
+        if T is None or len(uv) == 0:
+            return 0
+        r = reprojection_residuals(invert(T), uv, X, pinhole).reshape(-1, 2)
+        return int((np.linalg.norm(r, axis=1) < 4.0 * pinhole.width / 640.0).sum())
+
+    def _fallback_matches(self, feats, gdesc, kf, intr):
+        """The fallback matcher on the query's and the keyframe's strongest keypoints (its cost grows with the
+        square of their number), indices mapped back to the full sets."""
+        k = int(self.conf["fallback_keypoints"])
+        sub = kf.rotation_subset(int(np.argmax(kf.global_descriptors @ gdesc)))
+        sub = sub[np.argsort(-kf.features.scores[sub], kind="stable")[:k]]
+        qsub = np.argsort(-feats.scores, kind="stable")[:k]
+        m, sim = self._fallback(feats.subset(qsub), (intr.width, intr.height), kf.features.subset(sub),
+                                (kf.intrinsics.width, kf.intrinsics.height))
+        if len(m) == 0:
+            return m, sim
+        return np.stack([qsub[m[:, 0]], sub[m[:, 1]]], 1), sim
+
+    def _first_hypothesis(self, uv, X, xyz, pinhole):
+        """A rough pose to guide matching: PnP-RANSAC on the pooled matches and, with query depth, Kabsch-RANSAC;
+        the one with more reprojection inliers (at least guided_min_inliers), else None."""
+        c = self.conf
+        tau = 2.0 * pinhole.width / 640.0 * 4.0
+        # a guide needs no more than a few hundred matches (local optimisation costs grow with them); all are counted
+        sub = np.random.default_rng(0).choice(len(uv), 400, replace=False) if len(uv) > 400 else slice(None)
+        cands = [solve_pnp_ransac(uv[sub], X[sub], pinhole, tau, 300).T_map_cam]
+        if xyz is not None and np.isfinite(xyz).all(1).sum() >= 3:
+            ok = np.isfinite(xyz).all(1)
+            cands.append(solve_rigid_ransac(xyz[ok], X[ok], 300).T_map_cam)
+        best, best_n = None, int(c["guided_min_inliers"]) - 1
+        for T in cands:
+            if T is None:
+                continue
+            r = reprojection_residuals(invert(T), uv, X, pinhole).reshape(-1, 2)
+            n = int((np.linalg.norm(r, axis=1) < tau).sum())
+            if n > best_n:
+                best, best_n = T, n
+        return best
+
+
+METHOD = FeaturePnP
