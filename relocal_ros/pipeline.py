@@ -22,6 +22,7 @@ from relocal_ros.solver.pnp import PnPResult, inlier_coverage, pose_covariance, 
 from relocal_ros.solver.relative import FUSION_MIN_AGREEING, fuse
 from relocal_ros.solver.rigid import solve_rigid_ransac
 from relocal_ros.solver.soft_ransac import solve_pnp_soft_inlier
+from relocal_ros.solver.verification import verify_evidence
 
 __all__ = ["InferenceEngine", "PoseSolver", "Relocalizer", "default_conf", "merge_conf", "method_names",
            "MIN_DENSE_CONSISTENCY"]
@@ -100,6 +101,7 @@ class InferenceEngine:
             ev.refusal = why
             return ev
         c = self.conf
+        depth = frame.depth if c["use_depth"] else None
         if not (c["use_depth"] and self.method.uses_depth) and frame.depth is not None:
             frame = dataclasses.replace(frame, depth=None)
         query = Query(frame)
@@ -110,6 +112,10 @@ class InferenceEngine:
                                         c["max_reference_distance"])
             ev.keyframe_ids = list(query.refs)
         self.method.infer(query, ev)
+        if depth is not None and not self.method.uses_depth and not ev.refusal:
+            # a method blind to the query's depth is checked against it all the same: never confidently wrong
+            verify_evidence(ev, depth, frame.rgb, self.map,
+                            max(4.0 * intr.width / 640.0, self.method.solver.reproj_frac * intr.width))
         ev.inference_seconds = time.perf_counter() - t0
         return ev
 
@@ -211,7 +217,7 @@ class PoseSolver:
         c = self.conf
         n_indep = est.scores.get("independent_inliers", 0)
         unverified = ""
-        if len(ev.query_points) == 0 or ev.dense_samples == 0:
+        if ev.dense_samples == 0:
             unverified = "no query depth to verify the pose"
         else:
             overlap = ev.dense_judged / ev.dense_samples

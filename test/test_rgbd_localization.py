@@ -223,3 +223,47 @@ def test_icp_pulls_a_real_pose_15cm_off_back_onto_the_keyframes_surfaces(sun3d):
     after = pose_error(refined, query.pose)
     assert before[0] > 0.14 and after[0] < 0.06 and after[1] < 1.5, (before, after)
     assert dense_consistency(refined, pts, views).consistency > 0.85 > dense_consistency(off, pts, views).consistency
+
+
+def test_query_depth_vets_the_evidence_of_depth_blind_methods(sun3d):
+    """Learned methods never read the query's depth; the engine checks their evidence against it all the same
+    (solver/verification.verify_evidence): a relative-pose hypothesis 20 deg off is dropped, the true one kept; 2D-3D
+    evidence whose pose is 30 cm off is refused by the solver, the true one accepted."""
+    from relocal_ros.estimates import QueryEvidence, RelativePoseHypothesis
+    from relocal_ros.geometry.poses import invert
+    from relocal_ros.pipeline import PoseSolver
+    from relocal_ros.solver.verification import verify_evidence
+    kf, query = sun3d[10], sun3d[30]
+    kmap = _single_keyframe_map(kf)
+    T_kf_q = invert(kmap.keyframes[0].T_map_cam) @ query.pose
+    wrong = T_kf_q.copy()
+    wrong[:3, :3] = Rotation.from_euler("y", 20, degrees=True).as_matrix() @ wrong[:3, :3]
+    scale = float(np.linalg.norm(T_kf_q[:3, 3]))
+    ev = QueryEvidence("q", query.intrinsics, "exrenet")
+    ev.hypotheses = [RelativePoseHypothesis(0, kmap.keyframes[0].T_map_cam, T, scale) for T in (wrong, T_kf_q)]
+    verify_evidence(ev, query.depth, query.rgb, kmap, 4.0)
+    assert len(ev.hypotheses) == 1 and np.allclose(ev.hypotheses[0].T_kf_query, T_kf_q) and not ev.refusal
+    ev.hypotheses = ev.hypotheses[:0] + [RelativePoseHypothesis(0, kmap.keyframes[0].T_map_cam, wrong, scale)]
+    verify_evidence(ev, query.depth, query.rgb, kmap, 4.0)
+    assert not ev.hypotheses and "contradicts" in ev.refusal
+
+    # 2D-3D: the keyframe's 3D points seen by the query at its true pose (as a scene-coordinate method predicts them)
+    X = kmap.keyframes[0].points3d
+    X = X[np.isfinite(X).all(1)].astype(np.float64)
+    T_cw = invert(query.pose)
+    pc = X @ T_cw[:3, :3].T + T_cw[:3, 3]
+    intr = query.intrinsics
+    uv = np.stack([intr.fx * pc[:, 0] / pc[:, 2] + intr.cx, intr.fy * pc[:, 1] / pc[:, 2] + intr.cy], 1)
+    inside = (pc[:, 2] > 0.1) & (uv[:, 0] >= 0) & (uv[:, 0] < intr.width) & (uv[:, 1] >= 0) & (uv[:, 1] < intr.height)
+    assert inside.sum() > 100
+    outcomes = {}
+    for name, offset in (("true", 0.0), ("30 cm off", 0.30)):  # along the viewing direction, where PnP is weakest
+        ev = QueryEvidence("q", intr, "sanet", image_points=uv[inside].astype(np.float32),
+                           map_points=(X[inside] + offset * query.pose[:3, 2]).astype(np.float32), keyframe_ids=[0])
+        ev.weights = np.ones(len(ev.image_points), np.float32)
+        verify_evidence(ev, query.depth, query.rgb, kmap, 24.0)
+        assert ev.dense_samples > 500
+        outcomes[name] = (ev.dense_consistency, PoseSolver().solve(ev))
+    assert outcomes["true"][0] > 0.8 and outcomes["true"][1].accepted, outcomes["true"][1].reason
+    assert outcomes["30 cm off"][0] < 0.4 and not outcomes["30 cm off"][1].accepted
+    assert "query depth" in outcomes["30 cm off"][1].reason

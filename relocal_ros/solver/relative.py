@@ -150,7 +150,7 @@ def fuse_exrenet(hyps, alpha_max_deg: float = 15.0, s_min: float = 0.5, s_max: f
                      f"exrenet: {len(inl)} of {len(hyps)} relative poses agree")
 
 
-def _full_pose(h: RelativePoseHypothesis) -> np.ndarray:
+def full_pose(h: RelativePoseHypothesis) -> np.ndarray:
     T = h.T_kf_query.copy()
     n = np.linalg.norm(T[:3, 3])
     T[:3, 3] = T[:3, 3] / n * h.scale if n > 0 else T[:3, 3]
@@ -164,7 +164,7 @@ def fuse_irls(hyps, huber_delta: float = 0.1, rot_scale_m: float = 1.0, iteratio
     idx = [k for k, h in enumerate(hyps) if np.isfinite(h.scale) and h.scale > 0]
     if not idx:
         return FusedPose(None, reason="irls needs hypotheses with a metric scale")
-    poses = [_full_pose(hyps[k]) for k in idx]
+    poses = [full_pose(hyps[k]) for k in idx]
     ts = np.array([T[:3, 3] for T in poses])
     Rs = Rotation.from_matrix(np.array([T[:3, :3] for T in poses]))
     t, R = np.median(ts, axis=0), Rs.mean()
@@ -197,7 +197,7 @@ def fuse_rrpr(hyps, ray_sigma_deg: float = 3.0, scale_sigma_rel: float = 0.15, r
     """The first (best-retrieved) hypothesis with a metric scale, composed onto its keyframe's pose."""
     for k, h in enumerate(hyps):
         if np.isfinite(h.scale) and h.scale > 0:
-            T = _full_pose(h)
+            T = full_pose(h)
             cov = _ray_covariance(T[:3, 3], hyps, [k], ray_sigma_deg, scale_sigma_rel, rot_sigma_deg)
             return FusedPose(T, [k], cov, f"rrpr: keyframe {h.keyframe_id}")
     return FusedPose(None, reason="rrpr needs a hypothesis with a metric scale")

@@ -126,3 +126,54 @@ def keyframe_depth_view(kf) -> DepthView | None:
     h, w = d.shape
     grey = cv2.cvtColor(kf.thumbnail, cv2.COLOR_RGB2GRAY).astype(np.float32) if kf.thumbnail is not None else None
     return DepthView(kf.T_map_cam, kf.intrinsics.scaled(w, h), d, grey)
+
+
+def nearest_keyframes(keyframe_map, T_map_cam: np.ndarray, k: int = 3) -> list[int]:
+    """The k keyframes whose centres are closest to a pose's (views to check a pose that came without retrieval)."""
+    centres = keyframe_map.centres()
+    if len(centres) == 0:
+        return []
+    return [int(i) for i in np.argsort(np.linalg.norm(centres - T_map_cam[:3, 3], axis=1), kind="stable")[:k]]
+
+
+def verify_evidence(ev, depth: np.ndarray, rgb: np.ndarray, keyframe_map, reproj_px: float) -> None:
+    """Dense depth check of the evidence of a method that does not check it itself (learned methods): with the
+    query's depth, the pose its correspondences give (PnP-RANSAC), or each relative-pose hypothesis, is compared
+    with the retrieved keyframes' depth, as the feature-matching path does. Correspondences: ev.dense_* are set and
+    the solver accepts or refuses on them. Relative poses: hypotheses whose pose the query's depth contradicts
+    (agreement below MIN_DENSE_CONSISTENCY's floor) are dropped before fusion; the rest carry on."""
+    from relocal_ros.settings import setting
+    from relocal_ros.solver.relative import full_pose
+    floor = setting("min_dense_consistency_floor").default
+    samples = sample_query_points(depth, ev.intrinsics, rgb=rgb)
+    if len(samples[0]) == 0:
+        return
+
+    def check(T, refs):
+        views = [v for v in (keyframe_depth_view(keyframe_map.keyframes[k]) for k in refs) if v is not None]
+        return dense_consistency(T, samples[0], views, query_grey=samples[1]) if views else None
+
+    if ev.hypotheses:
+        kept = []
+        for h in ev.hypotheses:
+            if not np.isfinite(h.scale):  # a direction only: no pose to check
+                kept.append(h)
+                continue
+            chk = check(full_pose(h), [h.keyframe_id])
+            if chk is None or not chk.judged or chk.consistency >= floor:
+                kept.append(h)
+        if not kept:
+            ev.refusal = (f"the query's depth contradicts all {len(ev.hypotheses)} relative-pose hypotheses "
+                          f"(agreement < {floor:.0%})")
+        ev.hypotheses = kept
+        return
+    if len(ev.image_points) < 6:
+        return
+    from relocal_ros.solver.pnp import solve_pnp_ransac
+    T = solve_pnp_ransac(ev.image_points, ev.map_points, ev.intrinsics, reproj_px, 300).T_map_cam
+    if T is None:
+        return
+    chk = check(T, ev.keyframe_ids or nearest_keyframes(keyframe_map, T))
+    if chk is not None:
+        ev.dense_consistency, ev.dense_judged, ev.dense_samples = chk.consistency, chk.judged, chk.samples
+        ev.dense_photometric = chk.photometric
