@@ -26,8 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from relocal_ros.geometry.poses import invert, pose_error  # noqa: E402
-from relocal_ros.networks.exrenet import canonical_intrinsics, canonical_view  # noqa: E402
-from relocal_ros.networks.exrenet_training import VALIDATION_SEEDS  # noqa: E402
+from relocal_ros.networks.exrenet.model import canonical_intrinsics, canonical_view  # noqa: E402
+from relocal_ros.networks.exrenet.train import VALIDATION_SEEDS  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "tum_rgbd"
 
@@ -180,7 +180,7 @@ def main():
     import torch
     torch.set_num_threads(a.threads)
     from relocal_ros.networks.backends import cuda_available, tensorrt_available
-    from relocal_ros.networks.relative_pose import ExReNetRunner
+    from relocal_ros.networks.exrenet.runtime import ExReNetRunner
     runner = ExReNetRunner(a.weights, "onnxruntime", 100, a.threads)
     print(f"ExReNet weights: {a.weights or 'models/exrenet_synthetic.pt'}  ({runner.info})")
     if not a.skip_accuracy:

@@ -40,7 +40,7 @@ from relocal_ros.data.splits import split_tum  # noqa: E402
 from relocal_ros.geometry.poses import pose_error  # noqa: E402
 from relocal_ros.mapping.builder import build_map  # noqa: E402
 from relocal_ros.mapping.keyframe_map import KeyframeMap  # noqa: E402
-from relocal_ros.networks.dsacpp import ground_truth_scene_coordinates  # noqa: E402
+from relocal_ros.networks.dsacpp.model import ground_truth_scene_coordinates  # noqa: E402
 from relocal_ros.pipeline import Relocalizer  # noqa: E402
 
 METHODS = {
@@ -199,7 +199,7 @@ def main():
                 kmap = KeyframeMap.load(map_dir)
                 kmap.path = map_dir  # where DsacppRunner finds the head trained for this map
                 if "dsacpp" in a.methods:
-                    from relocal_ros.networks.scene_training import train_scene
+                    from relocal_ros.networks.dsacpp.train import train_scene
                     t0 = time.perf_counter()
                     meta = train_scene(map_dir, a.dsacpp_budget, resume=True, progress=False,
                                        conf={"threads": a.threads})

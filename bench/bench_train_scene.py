@@ -27,8 +27,9 @@ from relocal_ros.estimates import QueryEvidence  # noqa: E402
 from relocal_ros.geometry.poses import pose_error  # noqa: E402
 from relocal_ros.mapping.builder import build_map  # noqa: E402
 from relocal_ros.mapping.keyframe_map import KeyframeMap  # noqa: E402
-from relocal_ros.networks.dsacpp import DsacppRunner, cell_pixels, ground_truth_scene_coordinates  # noqa: E402
-from relocal_ros.networks.scene_training import train_scene  # noqa: E402
+from relocal_ros.networks.dsacpp.model import cell_pixels, ground_truth_scene_coordinates  # noqa: E402
+from relocal_ros.networks.dsacpp.runtime import DsacppRunner  # noqa: E402
+from relocal_ros.networks.dsacpp.train import train_scene  # noqa: E402
 from relocal_ros.pipeline import PoseSolver, Relocalizer  # noqa: E402
 
 DSACPP_SOLVER = {"pnp_scoring": "soft_inlier", "max_reproj_error": 10.0, "min_inlier_ratio": 0.1}

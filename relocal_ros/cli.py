@@ -121,7 +121,7 @@ def _cmd_split(a) -> int:
 
 
 def _cmd_train_scene(a) -> int:
-    from relocal_ros.networks.scene_training import main as train_scene_main
+    from relocal_ros.networks.dsacpp.train import main as train_scene_main
     argv = [a.map, "--budget", str(a.budget)] + (["--no-resume"] if a.no_resume else [])
     return train_scene_main(argv + (["--threads", str(a.threads)] if a.threads else []))
 

@@ -14,11 +14,11 @@ from relocal_ros.geometry.camera import backproject, stable_depth
 from relocal_ros.geometry.poses import pose_error
 from relocal_ros.mapping.builder import build_map
 from relocal_ros.mapping.keyframe_map import KeyframeMap
-from relocal_ros.networks import scene_training
+from relocal_ros.networks.dsacpp import train as scene_training
 from relocal_ros.methods.base import Query
 from relocal_ros.methods.dsacpp import Dsacpp
-from relocal_ros.networks.dsacpp import (SC_DIR, CheckpointError, DsacppRunner, cell_pixels,
-                                         ground_truth_scene_coordinates)
+from relocal_ros.networks.dsacpp.model import SC_DIR, CheckpointError, cell_pixels, ground_truth_scene_coordinates
+from relocal_ros.networks.dsacpp.runtime import DsacppRunner
 from relocal_ros.pipeline import PoseSolver
 
 torch.set_num_threads(1)

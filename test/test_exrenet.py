@@ -9,9 +9,9 @@ import torch
 from relocal_ros.geometry.camera import Intrinsics, project
 from relocal_ros.geometry.poses import invert, make_T, pose_error
 from relocal_ros.networks.correlation import extensive_correlation, guided_correlation, triplet_matching_loss
-from relocal_ros.networks.exrenet import (ExReNet, canonical_intrinsics, canonical_view, mc_dropout_head,
-                                          pose_targets, split_outputs, summarize_samples)
-from relocal_ros.networks.relative_pose import DEFAULT_WEIGHTS, ExReNetRunner, load_exrenet
+from relocal_ros.networks.exrenet.model import (ExReNet, canonical_intrinsics, canonical_view, load_exrenet,
+                                                pose_targets, split_outputs)
+from relocal_ros.networks.exrenet.runtime import DEFAULT_WEIGHTS, ExReNetRunner, mc_dropout_head, summarize_samples
 
 
 def _unit(x):
@@ -121,7 +121,7 @@ def test_onnx_runtime_matches_torch(runner):
     model, _ = load_exrenet(DEFAULT_WEIGHTS)
     rng = np.random.default_rng(3)
     views = [(rng.random((120, 160, 3)) * 255).astype(np.uint8) for _ in range(3)]
-    from relocal_ros.networks.exrenet import xfeat_input
+    from relocal_ros.networks.exrenet.model import xfeat_input
     enc = model.encoder().eval()
     with torch.no_grad():
         ft, ct = enc(torch.from_numpy(np.stack([xfeat_input(v) for v in views])))
@@ -152,7 +152,7 @@ def _synthetic_pairs(n, seed):
     from relocal_ros.data.synth import build_scene
     from relocal_ros.data.synth.pairs import sample_pair
     from relocal_ros.data.synth.renderer import Renderer
-    from relocal_ros.networks.exrenet_training import VALIDATION_SEEDS
+    from relocal_ros.networks.exrenet.train import VALIDATION_SEEDS
     intr = canonical_intrinsics()
     scene, tex = build_scene(VALIDATION_SEEDS + 777)
     r = Renderer(scene.boxes, tex, intr, scene.light, scene.ambient, scene.intensity)

@@ -68,7 +68,7 @@ def test_pip_installed_package_localizes_with_the_shipped_weights(tmp_path):
         "import sys, relocal_ros, relocal_ros.resources as r\n"
         "from pathlib import Path\n"
         "assert Path(relocal_ros.__file__).resolve().is_relative_to(Path(sys.prefix).resolve()), relocal_ros.__file__\n"
-        "import relocal_ros.networks.relative_pose as a, relocal_ros.networks.sanet as b\n"
+        "import relocal_ros.networks.exrenet.runtime as a, relocal_ros.networks.sanet.runtime as b\n"
         "import relocal_ros.retrieval.densevlad as c, relocal_ros.retrieval.netvlad as d\n"
         "import relocal_ros.nodes.runner as g\n"
         "paths = [a.DEFAULT_WEIGHTS, b.DEFAULT_WEIGHTS, c.DEFAULT_MODEL, d.DEFAULT_WEIGHTS, g.DEFAULT_PARAMS]\n"

@@ -12,7 +12,8 @@ import torch
 from relocal_ros.data.sources import open_source
 from relocal_ros.data.synth import generate_scene
 from relocal_ros.data.synth.overlap import frustum_overlap
-from relocal_ros.retrieval.netvlad import DEFAULT_WEIGHTS, NetVladDescriptor, NetVladHead, load_head_weights
+from relocal_ros.networks.netvlad.model import NetVladHead, load_head_weights
+from relocal_ros.retrieval.netvlad import DEFAULT_WEIGHTS, NetVladDescriptor
 
 needs_weights = pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="models/netvlad_xfeat_k32.pt not shipped")
 

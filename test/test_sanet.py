@@ -12,10 +12,12 @@ from relocal_ros.data.frames import RGBDFrame
 from relocal_ros.estimates import QueryEvidence
 from relocal_ros.mapping.keyframe_map import THUMB_SIZE, Keyframe, KeyframeMap
 from relocal_ros.matching.features import LocalFeatures
-from relocal_ros.networks import sanet
+from relocal_ros.networks.sanet import model as sanet_model
+from relocal_ros.networks.sanet import runtime as sanet
 from relocal_ros.methods.base import Query
 from relocal_ros.methods.sanet import Sanet
-from relocal_ros.networks.sanet import SanetRunner, pooled_coordinates
+from relocal_ros.networks.sanet.model import pooled_coordinates
+from relocal_ros.networks.sanet.runtime import SanetRunner
 from relocal_ros.pipeline import default_conf
 
 SEED = 9731  # held out: training scenes are 0..239, validation 9000..9011
@@ -36,7 +38,7 @@ def scene():
     from relocal_ros.data.synth import build_scene
     from relocal_ros.data.synth.cameras import scene_intrinsics
     from relocal_ros.data.synth.renderer import Renderer
-    from relocal_ros.networks.sanet_training import cluster_poses
+    from relocal_ros.networks.sanet.train import cluster_poses
     layout, textures = build_scene(SEED)
     intr = scene_intrinsics(W, H)
     r = Renderer(layout.boxes, textures, intr, layout.light, layout.ambient, layout.intensity)
@@ -144,7 +146,7 @@ def test_onnx_parts_match_torch(scene, method):
     frame, refs, _ = queries[1]
     model = method.model
     assert method.backend_name == "onnxruntime"
-    image = sanet.prepare_image(frame.rgb)
+    image = sanet_model.prepare_image(frame.rgb)
     with torch.no_grad():
         ref = model.encoder()(torch.from_numpy(image))
     got = method.encoder(image=image)
@@ -175,8 +177,8 @@ def test_bad_weights_are_refused(tmp_path):
     bad = tmp_path / "bad.pt"
     torch.save({"format": "something else"}, bad)
     with pytest.raises(ValueError, match="not a relocal_ros SANet"):
-        sanet.load_weights(bad)
+        sanet_model.load_weights(bad)
     with pytest.raises(FileNotFoundError):
-        sanet.load_weights(tmp_path / "missing.pt")
+        sanet_model.load_weights(tmp_path / "missing.pt")
     with pytest.raises(KeyError, match="unknown SANet configuration"):
         SanetRunner(KeyframeMap(np.zeros((4, 64), np.float32)), {"no_such_key": 1})

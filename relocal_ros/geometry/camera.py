@@ -133,6 +133,20 @@ def stable_depth(depth: np.ndarray, max_relative_jump: float = 0.05) -> np.ndarr
     return np.where(ok, d, 0).astype(np.float32)
 
 
+def sample_depth(depth: np.ndarray, pix: np.ndarray) -> np.ndarray:
+    """Bilinear depth at sub-pixel positions (N x 2, pixels of depth) where all four neighbours are valid (> 0),
+    else 0: no blending with holes. float64 (N,). Pass stable_depth(depth) to leave out silhouettes as well."""
+    import cv2
+    d = np.asarray(depth, np.float32)
+    pix = np.asarray(pix).reshape(-1, 2)
+    mx = pix[:, 0].astype(np.float32)[None]
+    my = pix[:, 1].astype(np.float32)[None]
+    z = cv2.remap(d, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)[0]
+    support = cv2.remap((d > 0).astype(np.float32), mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                        borderValue=0)[0]
+    return np.where(support > 0.999, z, 0.0).astype(np.float64)
+
+
 def register_depth(depth: np.ndarray, depth_intrinsics: Intrinsics, colour_intrinsics: Intrinsics,
                    t_colour_depth=(0.0, 0.0, 0.0)) -> np.ndarray:
     """Depth from a separate depth camera re-projected into the colour camera's pixels (rotation between the two

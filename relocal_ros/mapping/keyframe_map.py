@@ -13,7 +13,6 @@ Loading verifies every checksum before parsing anything, so a truncated or tampe
 clear MapFormatError and the map in memory (if any) stays as it was."""
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -28,8 +27,9 @@ import faiss
 import numpy as np
 
 from relocal_ros.data.frames import RGBDFrame
-from relocal_ros.geometry.camera import Intrinsics, stable_depth, undistort_points
+from relocal_ros.geometry.camera import Intrinsics, sample_depth, stable_depth, undistort_points
 from relocal_ros.geometry.poses import is_rigid
+from relocal_ros.io_utils import atomic_write_bytes, file_sha256
 from relocal_ros.matching.features import DEFAULT_CONFS, LocalFeatures
 from relocal_ros.retrieval.index import KeyframeIndex
 
@@ -64,14 +64,6 @@ class Keyframe:
         return np.flatnonzero(self.feature_rotation == r)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -98,12 +90,8 @@ def lift_keypoints(features: LocalFeatures, depth: np.ndarray | None, intr: Intr
     h, w = d.shape
     sx, sy = w / intr.width, h / intr.height  # depth may be stored at another resolution than the colour
     # bilinear depth at the sub-pixel keypoint, only where all four neighbours are valid (no blending with holes)
-    mx = ((features.keypoints[:, 0] + 0.5) * sx - 0.5).astype(np.float32)[None]
-    my = ((features.keypoints[:, 1] + 0.5) * sy - 0.5).astype(np.float32)[None]
-    z = cv2.remap(d, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)[0]
-    support = cv2.remap((d > 0).astype(np.float32), mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                        borderValue=0)[0]
-    z = np.where(support > 0.999, z, 0.0)
+    kp = features.keypoints
+    z = sample_depth(d, np.stack([(kp[:, 0] + 0.5) * sx - 0.5, (kp[:, 1] + 0.5) * sy - 0.5], 1)).astype(np.float32)
     uv = undistort_points(features.keypoints, intr)
     x = (uv[:, 0] - intr.cx) / intr.fx * z
     y = (uv[:, 1] - intr.cy) / intr.fy * z
@@ -207,12 +195,7 @@ class KeyframeMap:
             final = root / name
             os.rename(tmp, final)
             _fsync_dir(root)
-            ptr = root / f".CURRENT.{os.getpid()}.tmp"
-            with open(ptr, "w") as f:
-                f.write(name + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(ptr, root / "CURRENT")  # the commit point
+            atomic_write_bytes(root / "CURRENT", (name + "\n").encode())  # the commit point
             _fsync_dir(root)
             self.version, self.path = name, root
         except BaseException:
@@ -261,7 +244,7 @@ class KeyframeMap:
             "global_conf": self.global_conf,
             "metadata": self.metadata,
             "keyframes": [{"id": kf.id, "stamp": kf.stamp, "intrinsics": kf.intrinsics.to_dict()} for kf in kfs],
-            "checksums": {name: _sha256(d / name) for name in ("arrays.npz", "index.faiss")},
+            "checksums": {name: file_sha256(d / name) for name in ("arrays.npz", "index.faiss")},
         }
         _write_synced(d / "manifest.json", json.dumps(manifest, indent=1).encode())
 
@@ -284,7 +267,7 @@ class KeyframeMap:
             f = version / name
             if not f.is_file():
                 raise MapFormatError(f"{f}: missing")
-            if _sha256(f) != digest:
+            if file_sha256(f) != digest:
                 raise MapFormatError(f"{f}: checksum mismatch (truncated or modified); the map is not loaded")
         if set(manifest.get("checksums", {})) != {"arrays.npz", "index.faiss"}:
             raise MapFormatError(f"{version}: manifest lacks checksums for its files")
@@ -360,7 +343,7 @@ def version_fingerprint(path) -> tuple[str, dict[str, str]]:
     """(current version name, {file: sha256}) of a map directory: what a crash must leave bit-identical."""
     root = Path(path)
     name = _read_current(root)
-    return name, {f.name: _sha256(f) for f in sorted((root / name).iterdir()) if f.is_file()}
+    return name, {f.name: file_sha256(f) for f in sorted((root / name).iterdir()) if f.is_file()}
 
 
 def check_after_interrupted_save(path, before: tuple[str, dict[str, str]]) -> str:

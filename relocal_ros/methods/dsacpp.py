@@ -1,5 +1,5 @@
 """dsacpp: the map's own scene-coordinate head (DSAC++, trained per map by `relocal train-scene MAP` and stored in
-MAP/scene_coordinates, networks/dsacpp.py): encoder + head on the whole image -> 1120 2D-3D correspondences for
+MAP/scene_coordinates, networks/dsacpp/): encoder + head on the whole image -> 1120 2D-3D correspondences for
 the solver's PnP-RANSAC with DSAC++ soft-inlier scoring. No retrieval: the head knows the whole map."""
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ class Dsacpp:
     solver = SolverTraits(reproj_frac=0.015625, min_inlier_ratio=0.1, soft_inlier=True, sigma_floor_frac=0.25)
 
     def __init__(self, keyframe_map, conf: dict):
-        from relocal_ros.networks.dsacpp import DsacppRunner  # torch: only when the method is chosen
+        from relocal_ros.networks.dsacpp.runtime import DsacppRunner  # torch: only when the method is chosen
         self.runner = DsacppRunner(keyframe_map, {"backend": conf["backend"], "threads": conf["network_threads"]})
 
     def add_keyframe(self, keyframe) -> None:
@@ -27,7 +27,7 @@ class Dsacpp:
 
     def infer(self, query: Query, ev) -> None:
         from relocal_ros.geometry.camera import undistort_points
-        from relocal_ros.networks.dsacpp import cell_pixels
+        from relocal_ros.networks.dsacpp.model import cell_pixels
         if self.runner.problem:
             ev.refusal = self.runner.problem
             return

@@ -1,4 +1,4 @@
-"""exrenet: ExReNet's relative poses to the retrieved keyframes (networks/relative_pose.py: encoder + correlation
+"""exrenet: ExReNet's relative poses to the retrieved keyframes (networks/exrenet/runtime.py: encoder + correlation
 regressor, MC-dropout head) -> the solver's relative-pose fusions, as xfeat_relative's."""
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ class Exrenet:
     solver = SolverTraits()
 
     def __init__(self, keyframe_map, conf: dict):
-        from relocal_ros.networks.relative_pose import ExReNetRunner  # torch: only when the method is chosen
+        from relocal_ros.networks.exrenet.runtime import ExReNetRunner  # torch: only when the method is chosen
         self.map = keyframe_map
         self.runner = ExReNetRunner(conf["weights"] or None, conf["backend"], conf["mc_samples"],
                                     conf["network_threads"], seed=0)
@@ -28,13 +28,13 @@ class Exrenet:
             self.add_keyframe(kf)
 
     def add_keyframe(self, kf) -> None:
-        from relocal_ros.networks.exrenet import canonical_view
+        from relocal_ros.networks.exrenet.model import canonical_view
         h, w = kf.thumbnail.shape[:2]
         self.features[kf.id] = self.runner.encode(canonical_view(kf.thumbnail, kf.intrinsics.scaled(w, h)))
 
     def infer(self, query: Query, ev) -> None:
         from relocal_ros.estimates import RelativePoseHypothesis
-        from relocal_ros.networks.exrenet import canonical_view
+        from relocal_ros.networks.exrenet.model import canonical_view
         refs = [r for r in query.refs if r in self.features]
         if not refs:
             ev.refusal = "no retrieved keyframe has ExReNet features"

@@ -1,5 +1,5 @@
 """sanet: scene-agnostic scene coordinates (SANet): the query's cells registered against the retrieved keyframes'
-scene pyramids (networks/sanet.py) -> 2D-3D correspondences, one per network cell, for the solver's PnP-RANSAC
+scene pyramids (networks/sanet/) -> 2D-3D correspondences, one per network cell, for the solver's PnP-RANSAC
 with DSAC++ soft-inlier scoring."""
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ class Sanet:
 
     def __init__(self, keyframe_map, conf: dict, runner=None):
         """runner: an already loaded SanetRunner of this map (tests share one), else built from conf."""
-        from relocal_ros.networks.sanet import SanetRunner  # torch: only when the method is chosen
+        from relocal_ros.networks.sanet.runtime import SanetRunner  # torch: only when the method is chosen
         self.map = keyframe_map
         self.min_confidence = float(conf["sanet_min_confidence"])
         self.runner = runner or SanetRunner(keyframe_map, {
@@ -42,7 +42,7 @@ class Sanet:
 
     def infer(self, query: Query, ev) -> None:
         from relocal_ros.geometry.camera import undistort_points
-        from relocal_ros.networks.sanet import cell_pixels
+        from relocal_ros.networks.sanet.model import cell_pixels
         refs = [int(r) for r in query.refs if 0 <= int(r) < len(self.map.keyframes)]
         if not refs:
             ev.refusal = "SANet: no retrieved keyframes to build the scene from"

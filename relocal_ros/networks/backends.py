@@ -17,19 +17,25 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
+
+from relocal_ros.io_utils import atomic_write_bytes, file_sha256
 
 log = logging.getLogger(__name__)
 KINDS = ("auto", "onnxruntime", "tensorrt", "torch")
 OPSET = 17
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+def export_tag(weights, modules) -> str:
+    """Cache key of an ONNX export: sha256 (16 hex digits) of the weights file and of the source of every module
+    whose code defines the exported graph (the model file and what it builds on, e.g. layers.py)."""
+    h = hashlib.sha256(Path(weights).read_bytes())
+    for mod in modules:
+        h.update(Path(mod.__file__).read_bytes())
+    return h.hexdigest()[:16]
 
 
 def tensorrt_available() -> bool:
@@ -133,7 +139,7 @@ def build_engine(onnx_path, shapes: dict[str, tuple] | None = None, fp16: bool =
     for dynamic axes."""
     import tensorrt as trt
     onnx_path = Path(onnx_path)
-    engine_path = onnx_path.with_suffix(f".{_sha256(onnx_path)[:12]}.trt{trt.__version__}.engine")
+    engine_path = onnx_path.with_suffix(f".{file_sha256(onnx_path)[:12]}.trt{trt.__version__}.engine")
     if engine_path.is_file():
         return engine_path
     logger = trt.Logger(trt.Logger.WARNING)
@@ -154,10 +160,7 @@ def build_engine(onnx_path, shapes: dict[str, tuple] | None = None, fp16: bool =
     blob = builder.build_serialized_network(network, config)
     if blob is None:
         raise RuntimeError(f"TensorRT engine build failed for {onnx_path}")
-    tmp = engine_path.with_suffix(".tmp")
-    tmp.write_bytes(bytes(blob))
-    os.replace(tmp, engine_path)
-    return engine_path
+    return atomic_write_bytes(engine_path, bytes(blob))
 
 
 def make_backend(onnx_path, kind: str = "auto", threads: int = 2, torch_module=None,
@@ -201,10 +204,7 @@ def export_onnx(module, example_inputs: dict, path, output_names: list[str],
         torch.onnx.export(module, tuple(example_inputs.values()), buf, input_names=list(example_inputs),
                           output_names=output_names, dynamic_axes=dynamic_axes or {}, opset_version=OPSET,
                           dynamo=False)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, path)
-    return path
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def check_onnx(module, path, example_inputs: dict, atol: float = 1e-4) -> float:

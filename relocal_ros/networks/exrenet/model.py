@@ -17,11 +17,15 @@ Network (sizes for the 160 x 120 keyframe thumbnails, resampled to the canonical
                 what the triangulation step consumes.
 
 At run time the encoder and the regressor run once per (query, keyframe) and only the head is sampled (100 times
-by default): the sampled part is two small matrix products, done in numpy for all keyframes and samples at once."""
+by default): the sampled part is two small matrix products, done in numpy for all keyframes and samples at once
+(runtime.py). This file: the networks, the image and target conventions shared by training and inference, and the
+weight files; train.py trains them."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import io
+import json
 from functools import lru_cache
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -31,6 +35,7 @@ from scipy.spatial.transform import Rotation
 from torch import nn
 
 from relocal_ros.geometry.camera import Intrinsics
+from relocal_ros.io_utils import atomic_write_bytes
 from relocal_ros.networks.correlation import extensive_correlation, guided_correlation
 from relocal_ros.networks.layers import ResBlock, load_xfeat_backbone
 
@@ -216,42 +221,25 @@ def pose_targets(T_kf_query: np.ndarray) -> np.ndarray:
     return np.concatenate([t / max(s, 1e-9), q, [s]]).astype(np.float32)
 
 
-@dataclass
-class RelativePrediction:
-    T_kf_query: np.ndarray       # mean pose, unit translation (the direction)
-    scale: float                 # mean predicted distance (m)
-    centre_sigma: float          # sd of the sampled camera centres (m): the paper's sigma
-    direction_sd_deg: float      # angular spread of the sampled translation directions
-    rotation_sd_deg: float       # angular spread of the sampled rotations
-    centres: np.ndarray          # (S, 3) sampled query centres in the keyframe frame (m)
+# -- weight files -------------------------------------------------------------------------------------------------
+def save_weights(path: Path, model: ExReNet, info: dict) -> None:
+    """Shipped form: float16 trainable weights + a json string of provenance (torch.load(weights_only=True))."""
+    sd = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    buf = io.BytesIO()
+    torch.save({"state_dict": sd, "info": json.dumps(info)}, buf)
+    atomic_write_bytes(path, buf.getvalue())
 
 
-def mc_dropout_head(hidden: np.ndarray, fc2_w: np.ndarray, fc2_b: np.ndarray, fc3_w: np.ndarray, fc3_b: np.ndarray,
-                    samples: int, rng: np.random.Generator, p: float = DROPOUT) -> np.ndarray:
-    """(R, 512) hidden vectors -> (R, S, 8) head outputs under S dropout masks (inverted dropout, as torch)."""
-    R, S = hidden.shape[0], max(samples, 1)
-    if samples <= 0:
-        h = hidden[:, None]
-    else:
-        keep = rng.random((R, samples, hidden.shape[1]), dtype=np.float32) >= p
-        h = hidden[:, None] * keep * np.float32(1.0 / (1.0 - p))
-    h = h.reshape(R * S, -1)  # one 2-D product: numpy's stacked 3-D matmul is ~20x slower here (no batched BLAS)
-    z = np.maximum(h @ fc2_w.T + fc2_b, 0.0)
-    return (z @ fc3_w.T + fc3_b).reshape(R, S, -1)
-
-
-def summarize_samples(out: np.ndarray) -> RelativePrediction:
-    """(S, 8) head samples of one pair -> mean pose and spreads."""
-    t, q, s = split_outputs(out)
-    centres = t * s[:, None]
-    mean_t = t.mean(0)
-    mean_t /= max(np.linalg.norm(mean_t), 1e-9)
-    rots = Rotation.from_quat(q)
-    R_mean = rots.mean()
-    dir_sd = np.degrees(np.sqrt(np.mean(np.arccos(np.clip(t @ mean_t, -1, 1)) ** 2))) if len(t) > 1 else 0.0
-    rot_sd = np.degrees(np.sqrt(np.mean(np.sum((rots * R_mean.inv()).as_rotvec() ** 2, 1)))) if len(t) > 1 else 0.0
-    sigma = float(np.sqrt(np.sum(centres.var(0)))) if len(t) > 1 else 0.0
-    T = np.eye(4)
-    T[:3, :3] = R_mean.as_matrix()
-    T[:3, 3] = mean_t
-    return RelativePrediction(T, float(s.mean()), sigma, float(dir_sd), float(rot_sd), centres)
+def load_exrenet(path) -> tuple[ExReNet, dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ExReNet weights {path} not found (train them with scripts/train_exrenet.py)")
+    import pickle
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        model = ExReNet(load_xfeat_backbone())
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ck["state_dict"].items()})
+        info = json.loads(ck.get("info", "{}"))
+    except (KeyError, RuntimeError, ValueError, TypeError, EOFError, pickle.UnpicklingError) as e:
+        raise ValueError(f"{path} is not an ExReNet weights file of this version: {e}") from e
+    return model.eval(), info

@@ -1,4 +1,4 @@
-"""ExReNet at run time (the pipeline method relocal_ros/methods/exrenet.py uses it).
+"""ExReNet at run time (the pipeline method relocal_ros/methods/exrenet.py uses it; the networks are model.py).
 
 Weights (float16 state dict, torch.load(weights_only=True)) are exported once to ONNX in a cache directory keyed by
 the sha256 of the weights and of the network's code and checked against torch there; the encoder and the regressor then run through a backend (ONNX
@@ -7,21 +7,20 @@ loads (or a keyframe is added), never per query; per query: one encoder pass, on
 retrieved keyframes as a batch, and the MC-dropout head sampled in numpy."""
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.spatial.transform import Rotation
 
-from relocal_ros.networks import correlation as correlation_module
-from relocal_ros.networks import exrenet as exrenet_module
-from relocal_ros.networks import layers as layers_module
-from relocal_ros.networks.backends import check_onnx, export_onnx, make_backend
-from relocal_ros.networks.exrenet import (XFEAT_SIZE, ExReNet, load_xfeat_backbone, mc_dropout_head,
-                                          summarize_samples, xfeat_input)
+from relocal_ros.networks import correlation, layers
+from relocal_ros.networks.backends import check_onnx, export_onnx, export_tag, make_backend
+from relocal_ros.networks.exrenet import model as exrenet_model
+from relocal_ros.networks.exrenet.model import DROPOUT, XFEAT_SIZE, ExReNet, load_exrenet, split_outputs, xfeat_input
 
 log = logging.getLogger(__name__)
 from relocal_ros.resources import models_dir  # noqa: E402  (source tree, installed share/ or ament index)
@@ -35,19 +34,45 @@ def cache_dir() -> Path:
     return Path(root) / "networks"
 
 
-def load_exrenet(path) -> tuple[ExReNet, dict]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ExReNet weights {path} not found (train them with scripts/train_exrenet.py)")
-    import pickle
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-        model = ExReNet(load_xfeat_backbone())
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ck["state_dict"].items()})
-        info = json.loads(ck.get("info", "{}"))
-    except (KeyError, RuntimeError, ValueError, TypeError, EOFError, pickle.UnpicklingError) as e:
-        raise ValueError(f"{path} is not an ExReNet weights file of this version: {e}") from e
-    return model.eval(), info
+@dataclass
+class RelativePrediction:
+    T_kf_query: np.ndarray       # mean pose, unit translation (the direction)
+    scale: float                 # mean predicted distance (m)
+    centre_sigma: float          # sd of the sampled camera centres (m): the paper's sigma
+    direction_sd_deg: float      # angular spread of the sampled translation directions
+    rotation_sd_deg: float       # angular spread of the sampled rotations
+    centres: np.ndarray          # (S, 3) sampled query centres in the keyframe frame (m)
+
+
+def mc_dropout_head(hidden: np.ndarray, fc2_w: np.ndarray, fc2_b: np.ndarray, fc3_w: np.ndarray, fc3_b: np.ndarray,
+                    samples: int, rng: np.random.Generator, p: float = DROPOUT) -> np.ndarray:
+    """(R, 512) hidden vectors -> (R, S, 8) head outputs under S dropout masks (inverted dropout, as torch)."""
+    R, S = hidden.shape[0], max(samples, 1)
+    if samples <= 0:
+        h = hidden[:, None]
+    else:
+        keep = rng.random((R, samples, hidden.shape[1]), dtype=np.float32) >= p
+        h = hidden[:, None] * keep * np.float32(1.0 / (1.0 - p))
+    h = h.reshape(R * S, -1)  # one 2-D product: numpy's stacked 3-D matmul is ~20x slower here (no batched BLAS)
+    z = np.maximum(h @ fc2_w.T + fc2_b, 0.0)
+    return (z @ fc3_w.T + fc3_b).reshape(R, S, -1)
+
+
+def summarize_samples(out: np.ndarray) -> RelativePrediction:
+    """(S, 8) head samples of one pair -> mean pose and spreads."""
+    t, q, s = split_outputs(out)
+    centres = t * s[:, None]
+    mean_t = t.mean(0)
+    mean_t /= max(np.linalg.norm(mean_t), 1e-9)
+    rots = Rotation.from_quat(q)
+    R_mean = rots.mean()
+    dir_sd = np.degrees(np.sqrt(np.mean(np.arccos(np.clip(t @ mean_t, -1, 1)) ** 2))) if len(t) > 1 else 0.0
+    rot_sd = np.degrees(np.sqrt(np.mean(np.sum((rots * R_mean.inv()).as_rotvec() ** 2, 1)))) if len(t) > 1 else 0.0
+    sigma = float(np.sqrt(np.sum(centres.var(0)))) if len(t) > 1 else 0.0
+    T = np.eye(4)
+    T[:3, :3] = R_mean.as_matrix()
+    T[:3, 3] = mean_t
+    return RelativePrediction(T, float(s.mean()), sigma, float(dir_sd), float(rot_sd), centres)
 
 
 class _RegressorGraph(torch.nn.Module):
@@ -68,11 +93,9 @@ class ExReNetRunner:
         self.model, self.info = load_exrenet(weights)
         self.mc_samples = int(mc_samples)
         self.rng = np.random.default_rng(seed)
-        # the export depends on the weights and on the code that defines the graph
-        h = hashlib.sha256(weights.read_bytes())
-        for mod in (exrenet_module, correlation_module, layers_module):
-            h.update(Path(mod.__file__).read_bytes())
-        digest = h.hexdigest()[:16]
+        # the export depends on the weights and on the code that defines the graph: the model, its layers, its
+        # correlations and this file (the exported regressor wrapper)
+        digest = export_tag(weights, (exrenet_model, correlation, layers, sys.modules[__name__]))
         enc_path, reg_path = self._export(digest)
         W, H = XFEAT_SIZE
         self.encoder = make_backend(enc_path, backend, threads, torch_module=self.model.encoder(),

@@ -9,8 +9,8 @@ head.
              cell alone) and the image's mean feature (which part of the scene the view shows: synthetic scenes
              repeat their textures) -> MLP (1x1 convolutions) -> scene coordinate = map centre + map scale * output
 
-Only the head (0.43 M parameters, 1.7 MB as ONNX) is trained per map (networks/scene_training.py). It is stored
-inside the map directory, outside the immutable versions:
+Only the head (0.43 M parameters, 1.7 MB as ONNX) is trained per map (networks/dsacpp/train.py) and run by
+networks/dsacpp/runtime.py. It is stored inside the map directory, outside the immutable versions:
 
     MAP/scene_coordinates/checkpoint.pt   head weights + training state (torch.load weights_only=True)
     MAP/scene_coordinates/head.onnx       the head alone, opset 17, checked against torch when written
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -30,7 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from relocal_ros.geometry.camera import Intrinsics
+from relocal_ros.geometry.camera import Intrinsics, sample_depth, stable_depth
+from relocal_ros.io_utils import atomic_write_bytes, file_sha256
 from relocal_ros.mapping.keyframe_map import THUMB_SIZE, Keyframe, KeyframeMap
 
 ENC_SIZE = (320, 224)        # encoder input width, height (sides divisible by 32 for XFeat)
@@ -137,10 +139,6 @@ def keyframes_fingerprint(keyframes: list[Keyframe]) -> str:
     return h.hexdigest()
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def read_checkpoint(sc_dir: Path, kmap: KeyframeMap | None = None) -> tuple[dict, dict]:
     """(meta, checkpoint dict) after verifying checksums and, with kmap, that the head was trained on this map's
     keyframes. Raises CheckpointError with a clear message otherwise."""
@@ -188,15 +186,25 @@ def head_from_checkpoint(ckpt: dict) -> SceneCoordinateHead:
     return head.eval()
 
 
-def sample_depth(d: np.ndarray, pix: np.ndarray) -> np.ndarray:
-    """Bilinear depth at sub-pixel positions (N x 2, pixels of d) where all four neighbours are valid, else 0
-    (cell centres fall between pixels; no blending across holes)."""
-    mx = pix[:, 0].astype(np.float32)[None]
-    my = pix[:, 1].astype(np.float32)[None]
-    z = cv2.remap(d, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)[0]
-    support = cv2.remap((d > 0).astype(np.float32), mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                        borderValue=0)[0]
-    return np.where(support > 0.999, z, 0.0).astype(np.float64)
+# -- writing checkpoints (by the trainer, train.py) -------------------------------------------------------------
+def save_checkpoint(sc_dir: Path, head: SceneCoordinateHead, opt: torch.optim.Optimizer, state: dict,
+                    meta: dict) -> dict:
+    """checkpoint.pt and head.onnx (checked against torch), then meta.json with their checksums: the commit point."""
+    from relocal_ros.networks.backends import check_onnx, export_onnx
+    sc_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = {"head": head.state_dict(), "optimizer": opt.state_dict(), "width": head.width,
+            "state": json.dumps(state)}
+    tmp_ckpt = sc_dir / f".checkpoint.pt.{os.getpid()}.tmp"
+    torch.save(ckpt, tmp_ckpt)
+    example = {"features": torch.nn.functional.normalize(torch.randn(1, 64, GRID[1], GRID[0]), dim=1)}
+    tmp_onnx = export_onnx(head.eval(), example, sc_dir / f".head.onnx.{os.getpid()}.tmp", ["scene_coordinates"])
+    meta["onnx_max_abs_diff_m"] = check_onnx(head, tmp_onnx, example, atol=1e-3)
+    head.train()
+    meta["checksums"] = {"checkpoint.pt": file_sha256(tmp_ckpt), "head.onnx": file_sha256(tmp_onnx)}
+    os.replace(tmp_ckpt, sc_dir / "checkpoint.pt")
+    os.replace(tmp_onnx, sc_dir / "head.onnx")
+    atomic_write_bytes(sc_dir / "meta.json", json.dumps(meta, indent=1).encode())
+    return meta
 
 
 # -- ground truth for evaluation ----------------------------------------------------------------------------------
@@ -204,7 +212,6 @@ def ground_truth_scene_coordinates(image_points: np.ndarray, depth: np.ndarray |
                                    T_map_cam: np.ndarray) -> np.ndarray:
     """Map-frame 3D points of undistorted pixels from the frame's own depth image (NaN where no reliable depth):
     the truth a predicted scene coordinate is compared with."""
-    from relocal_ros.geometry.camera import stable_depth
     n = len(image_points)
     if depth is None or n == 0:
         return np.full((n, 3), np.nan, np.float32)
@@ -222,51 +229,3 @@ def ground_truth_scene_coordinates(image_points: np.ndarray, depth: np.ndarray |
     pw = pc @ T_map_cam[:3, :3].T + T_map_cam[:3, 3]
     pw[z <= 0] = np.nan
     return pw.astype(np.float32)
-
-
-# -- the runtime (the pipeline method is relocal_ros/methods/dsacpp.py) -----------------------------------------------------------------------------------------------
-class DsacppRunner:
-    """The map's trained head behind a backend: image -> one scene coordinate per encoder cell.
-
-    conf: map_dir (where the map was loaded from; default keyframe_map.path), backend ("auto", "onnxruntime",
-    "tensorrt", "torch"), threads. A missing or mismatched head is not an exception: `problem` says why."""
-
-    def __init__(self, keyframe_map: KeyframeMap, conf: dict | None = None):
-        conf = dict(conf or {})
-        self.map = keyframe_map
-        self.problem = ""
-        self.meta: dict = {}
-        self.head: SceneCoordinateHead | None = None
-        self._backend = None
-        self._encoder = None
-        self.threads = int(conf.get("threads", 2))
-        map_dir = conf.get("map_dir") or getattr(keyframe_map, "path", None)
-        if map_dir is None:
-            self.problem = ("dsacpp needs the map directory (conf map_dir) to find its trained head; "
-                            f"{TRAIN_COMMAND}")
-            return
-        self.sc_dir = Path(map_dir) / SC_DIR
-        try:
-            self.meta, ckpt = read_checkpoint(self.sc_dir, keyframe_map)
-            self.head = head_from_checkpoint(ckpt)
-        except CheckpointError as e:
-            self.problem = str(e)
-            return
-        from relocal_ros.networks.backends import make_backend
-        self._backend = make_backend(self.sc_dir / "head.onnx", conf.get("backend", "auto"), self.threads,
-                                     torch_module=self.head)
-        self._encoder = DenseEncoder(self.threads)
-        self.untrained_keyframes = len(keyframe_map) - int(self.meta["num_keyframes"])
-
-    def add_keyframe(self, kf: Keyframe) -> None:
-        """Nothing to precompute per keyframe: the head covers the keyframes it was trained on; appended ones are
-        counted (retrain with `relocal train-scene` to cover them)."""
-        if self.head is not None:
-            self.untrained_keyframes += 1
-
-    def predict(self, rgb: np.ndarray) -> np.ndarray:
-        """28*40 x 3 scene coordinates (map frame), row-major over the cells of cell_pixels."""
-        if self.problem:
-            raise CheckpointError(self.problem)
-        fmap = self._encoder(rgb)[None]
-        return self._backend(features=fmap)[0].reshape(-1, 3)

@@ -1,4 +1,4 @@
-"""Per-map training of the DSAC++ scene-coordinate head (networks/dsacpp.py), ACE-style so that it fits a robot's CPU:
+"""Per-map training of the DSAC++ scene-coordinate head (model.py), ACE-style so that it fits a robot's CPU:
 
   0. the frozen XFeat encoder runs ONCE over every training keyframe thumbnail (plus in-plane rotated / brightness-
      jittered copies) into a buffer of per-cell features, pixels and depth-derived scene coordinates;
@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 
@@ -28,11 +27,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from relocal_ros.geometry.camera import stable_depth, undistort_points
+from relocal_ros.geometry.camera import sample_depth, stable_depth, undistort_points
 from relocal_ros.mapping.keyframe_map import THUMB_SIZE, KeyframeMap
-from relocal_ros.networks.dsacpp import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, GRID, PAD, SC_DIR, DenseEncoder, SceneCoordinateHead, cell_pixels, file_sha256,
-                                         gather_neighbourhoods, head_from_checkpoint, keyframes_fingerprint,
-                                         pad_feature_map, read_checkpoint, sample_depth)
+from relocal_ros.networks.dsacpp.model import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, GRID, PAD, SC_DIR, DenseEncoder,
+                                               SceneCoordinateHead, cell_pixels, gather_neighbourhoods,
+                                               head_from_checkpoint, keyframes_fingerprint, pad_feature_map,
+                                               read_checkpoint, save_checkpoint)
 
 log = logging.getLogger(__name__)
 STEPS = ("depth", "reprojection", "end_to_end")
@@ -60,15 +60,6 @@ DEFAULT_TRAIN_CONF = {
     "threads": None,              # torch threads; None leaves the process setting
     "seed": 0,
 }
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 # -- the sample buffer --------------------------------------------------------------------------------------------
@@ -298,27 +289,6 @@ def validation_errors(head: SceneCoordinateHead, buf: SampleBuffer | None) -> di
             "val_baseline_median_cm": float(np.median(base) * 100), "val_cells": int(len(flat))}
 
 
-# -- checkpoints --------------------------------------------------------------------------------------------------
-def save_checkpoint(sc_dir: Path, head: SceneCoordinateHead, opt: torch.optim.Optimizer, state: dict,
-                    meta: dict) -> dict:
-    """checkpoint.pt and head.onnx (checked against torch), then meta.json with their checksums: the commit point."""
-    from relocal_ros.networks.backends import check_onnx, export_onnx
-    sc_dir.mkdir(parents=True, exist_ok=True)
-    ckpt = {"head": head.state_dict(), "optimizer": opt.state_dict(), "width": head.width,
-            "state": json.dumps(state)}
-    tmp_ckpt = sc_dir / f".checkpoint.pt.{os.getpid()}.tmp"
-    torch.save(ckpt, tmp_ckpt)
-    example = {"features": torch.nn.functional.normalize(torch.randn(1, 64, GRID[1], GRID[0]), dim=1)}
-    tmp_onnx = export_onnx(head.eval(), example, sc_dir / f".head.onnx.{os.getpid()}.tmp", ["scene_coordinates"])
-    meta["onnx_max_abs_diff_m"] = check_onnx(head, tmp_onnx, example, atol=1e-3)
-    head.train()
-    meta["checksums"] = {"checkpoint.pt": file_sha256(tmp_ckpt), "head.onnx": file_sha256(tmp_onnx)}
-    os.replace(tmp_ckpt, sc_dir / "checkpoint.pt")
-    os.replace(tmp_onnx, sc_dir / "head.onnx")
-    _atomic_write(sc_dir / "meta.json", json.dumps(meta, indent=1).encode())
-    return meta
-
-
 # -- the entry point ----------------------------------------------------------------------------------------------
 def train_scene(map_dir, budget_s: float = 600, resume: bool = True, progress: bool = True,
                 steps=STEPS, conf: dict | None = None) -> dict:
@@ -485,7 +455,7 @@ def _progress(state: dict, steps, t_start: float) -> dict:
 
 
 def main(argv=None) -> int:
-    """`python -m relocal_ros.networks.scene_training MAP [--budget S] [--no-resume]` (what `relocal train-scene`
+    """`python -m relocal_ros.networks.dsacpp.train MAP [--budget S] [--no-resume]` (what `relocal train-scene`
     runs)."""
     import argparse
     ap = argparse.ArgumentParser(description="Train the map's DSAC++ scene-coordinate head (stored in MAP/"

@@ -10,9 +10,9 @@ Loss: L1 on translation direction + mu * L1 on the quaternion + beta * L1 on the
 auxiliary triplet matching loss of both correlation layers, its positives from the rendered depth."""
 from __future__ import annotations
 
+import io
 import json
 import logging
-import os
 import signal
 import sys
 import time
@@ -25,9 +25,11 @@ from tqdm import tqdm
 
 from relocal_ros.geometry.camera import Intrinsics
 from relocal_ros.geometry.poses import invert
+from relocal_ros.io_utils import atomic_write_bytes
 from relocal_ros.networks.correlation import cell_matches, triplet_matching_loss
-from relocal_ros.networks.exrenet import (VIEW_SIZE, XFEAT_SIZE, ExReNet, canonical_intrinsics, load_xfeat_backbone,
-                                          pose_targets, split_outputs, xfeat_input)
+from relocal_ros.networks.exrenet.model import (VIEW_SIZE, XFEAT_SIZE, ExReNet, canonical_intrinsics, pose_targets,
+                                                save_weights, split_outputs, xfeat_input)
+from relocal_ros.networks.layers import load_xfeat_backbone
 
 log = logging.getLogger(__name__)
 MU, BETA, AUX_WEIGHT = 1.0, 1.0, 1.0
@@ -82,12 +84,11 @@ def _producer(args):
 def _write_chunk(out_dir: Path, worker: int, pairs: list) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     name = f"chunk-{worker:02d}-{time.time_ns()}"
-    tmp = out_dir / f".{name}.npz"
-    with open(tmp, "wb") as f:
-        np.savez(f, xa=np.stack([p[0] for p in pairs]), xb=np.stack([p[1] for p in pairs]),
-                 da=np.stack([p[2] for p in pairs]), db=np.stack([p[3] for p in pairs]),
-                 Ta=np.stack([p[4] for p in pairs]), Tb=np.stack([p[5] for p in pairs]))
-    os.replace(tmp, out_dir / f"{name}.npz")  # the trainer never sees half a chunk
+    buf = io.BytesIO()
+    np.savez(buf, xa=np.stack([p[0] for p in pairs]), xb=np.stack([p[1] for p in pairs]),
+             da=np.stack([p[2] for p in pairs]), db=np.stack([p[3] for p in pairs]),
+             Ta=np.stack([p[4] for p in pairs]), Tb=np.stack([p[5] for p in pairs]))
+    atomic_write_bytes(out_dir / f"{name}.npz", buf.getvalue())  # the trainer never sees half a chunk
 
 
 def start_producers(cache_dir, workers: int, pairs_per_worker: int, seed: int, chunk: int = 64,
@@ -232,10 +233,9 @@ def evaluate(model: ExReNet, cache: PairCache, batch: int = 32) -> dict:
 
 
 def save_checkpoint(path: Path, model, optimizer, state: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "state": json.dumps(state)}, tmp)
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": json.dumps(state)}, buf)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def train(work_dir, minutes: float, batch: int = 16, lr: float = 3e-4, producers: int = 1,
@@ -320,9 +320,31 @@ def train(work_dir, minutes: float, batch: int = 16, lr: float = 3e-4, producers
     return state
 
 
-def save_weights(path: Path, model: ExReNet, info: dict) -> None:
-    """Shipped form: float16 trainable weights + a json string of provenance (torch.load(weights_only=True))."""
-    sd = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"state_dict": sd, "info": json.dumps(info)}, tmp)
-    os.replace(tmp, path)
+def main(argv=None) -> int:
+    """scripts/train_exrenet.py: Train ExReNet on synthetic pairs rendered on the fly.
+
+    .venv/bin/python scripts/train_exrenet.py --work /tmp/exrenet --minutes 45 [--no-resume] [--producers 1]
+    cp /tmp/exrenet/best.pt models/exrenet_synthetic.pt   # then update models/README.md from /tmp/exrenet/log.jsonl
+
+Runs for the given wall-clock time, resumes from WORK/last.pt, validates every 5 minutes on pairs of held-out scenes
+(seeds >= 9000) and keeps the best weights in WORK/best.pt."""
+    import argparse
+    p = argparse.ArgumentParser(prog="train_exrenet.py", description=main.__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--work", required=True)
+    p.add_argument("--minutes", type=float, default=45.0)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--producers", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch threads of the trainer (producers use one each)")
+    p.add_argument("--no-resume", action="store_true")
+    a = p.parse_args(argv)
+    state = train(a.work, a.minutes, a.batch, a.lr, a.producers, seed=a.seed, resume=not a.no_resume,
+                  threads=a.threads)
+    print(json.dumps(state, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -4,7 +4,7 @@ Data (generate_shard): per procedural scene (build_scene(seed)) a few clusters o
 pose and up to 7 random motions of it (about 0.3 m and 15 deg per axis), rendered at the keyframe-thumbnail size
 (160x120) with brightness/contrast/gamma jitter, blur and noise. Because the XFeat backbone is frozen, its three
 feature maps are computed once per rendered frame and stored (float16) with the frame's pooled scene coordinates
-(sanet.pooled_coordinates, the function the keyframe pyramids use at run time) and camera rotation. A training
+(model.pooled_coordinates, the function the keyframe pyramids use at run time) and camera rotation. A training
 sample is one frame of a cluster as the query and 5 other frames as the scene, drawn anew every step.
 Seeds >= 9000 are held out for validation.
 
@@ -15,6 +15,7 @@ Adam, cosine learning-rate decay over the wall-clock budget, resumable checkpoin
 the finest level vs the mean-scene-point baseline, on the same cells) logged as JSON lines."""
 from __future__ import annotations
 
+import io
 import json
 import math
 import time
@@ -27,9 +28,10 @@ import torch.nn.functional as F
 from scipy.spatial.transform import Rotation
 from tqdm import tqdm
 
+from relocal_ros.io_utils import atomic_write_bytes
 from relocal_ros.networks.layers import load_xfeat_backbone
-from relocal_ros.networks.sanet import (LEVEL_SIZES, Sanet, XFeatPyramid, pooled_coordinates,
-                                        prepare_image, save_weights)
+from relocal_ros.networks.sanet.model import (LEVEL_SIZES, Sanet, XFeatPyramid, load_weights, pooled_coordinates,
+                                              prepare_image, save_weights)
 
 VAL_SEED0 = 9000
 SCENE_FRAMES = 5
@@ -112,10 +114,9 @@ def generate_shard(seeds, out_path, clusters_per_scene: int = 6, frames_per_clus
     arrays.update(R=np.concatenate(rots), cluster=np.concatenate(cluster_ids), seed=np.concatenate(seed_ids))
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(out_path)
-    return out_path
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return atomic_write_bytes(out_path, buf.getvalue())
 
 
 class ClusterData:
@@ -276,7 +277,6 @@ def matching_baseline(data: ClusterData, picks) -> dict:
 
 def compare_on_validation(data_dir, weight_files) -> dict:
     """Every given SANet weight file and the two baselines on the same validation samples (same cells)."""
-    from relocal_ros.networks.sanet import load_weights
     va = ClusterData(sorted(Path(data_dir).glob("val_*.npz")))
     picks = validation_picks(va)
     out = {"xfeat_matching": matching_baseline(va, picks)}
@@ -328,9 +328,9 @@ def train(data_dir, out_dir, minutes: float = 30.0, resume: bool = False, batch:
     def save_ckpt():
         state["elapsed"] = time.time() - start
         blob = {"model": model.trainable_state(), "optimizer": opt.state_dict(), "state": json.dumps(state)}
-        tmp = ckpt_path.with_name(ckpt_path.name + ".tmp")
-        torch.save(blob, tmp)
-        tmp.replace(ckpt_path)
+        buf = io.BytesIO()
+        torch.save(blob, buf)
+        atomic_write_bytes(ckpt_path, buf.getvalue())
 
     def validate():
         res = evaluate(model, va, vpicks)
@@ -376,3 +376,67 @@ def train(data_dir, out_dir, minutes: float = 30.0, resume: bool = False, batch:
     save_ckpt()
     bar.close()
     return state["best"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# entry point (scripts/train_sanet.py)
+# ---------------------------------------------------------------------------------------------------------------
+def main(argv=None) -> int:
+    """Train SANet (relocal_ros.networks.sanet) on synthetic scenes.
+
+    python scripts/train_sanet.py --generate --data /tmp/sanet_data        # render + cache backbone features
+    python scripts/train_sanet.py --data /tmp/sanet_data --minutes 35 --out /tmp/sanet_run --global-k 0 [--resume]
+    python scripts/train_sanet.py --data /tmp/sanet_data --minutes 35 --out /tmp/sanet_run2 \
+        --init /tmp/sanet_run/sanet_best.pt --lr 3e-4 --global-k 8          # fine-tune with similarity candidates
+    python scripts/train_sanet.py --data /tmp/sanet_data --evaluate W1.pt W2.pt   # vs baselines, same samples
+    cp /tmp/sanet_run2/sanet_best.pt models/sanet_xfeat_synth.pt
+
+--generate writes train_XXX.npz shards (scene seeds --train-seeds, 40 per shard) and val_000.npz (seeds 9000+);
+existing shards are kept, so an interrupted generation resumes. Training stops after --minutes of wall clock
+(counting earlier runs with --resume), validating every --val-every seconds; the best validation weights are
+written to OUT/sanet_best.pt, the resumable state to OUT/checkpoint.pt, the validation log to OUT/train_log.jsonl.
+"""
+    import argparse
+    p = argparse.ArgumentParser(prog="train_sanet.py", description=main.__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="/tmp/sanet_data", help="folder of the cached training shards")
+    p.add_argument("--out", default="/tmp/sanet_run", help="checkpoint, log and best weights")
+    p.add_argument("--minutes", type=float, default=35.0, help="wall-clock training budget")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--generate", action="store_true", help="render the data shards (then exit)")
+    p.add_argument("--train-seeds", type=int, default=240, help="number of training scenes (seeds 0..N-1)")
+    p.add_argument("--val-seeds", type=int, default=12, help="number of validation scenes (seeds 9000..)")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--yaw-deg", type=float, default=45.0, help="rotation augmentation about the up axis (+-deg)")
+    p.add_argument("--val-every", type=float, default=180.0, help="seconds between validations")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--evaluate", nargs="+", default=None, metavar="WEIGHTS",
+                   help="compare these weight files and the baselines on the validation shard (then exit)")
+    p.add_argument("--init", default=None, help="start from these SANet weights (fine-tuning)")
+    p.add_argument("--global-k", type=int, default=8,
+                   help="finer levels also sample the scene points most similar in feature space (0: off)")
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    data = Path(a.data)
+    if a.evaluate:
+        print(json.dumps(compare_on_validation(data, a.evaluate), indent=1))
+        return 0
+    if a.generate:
+        val = data / "val_000.npz"
+        if not val.is_file():
+            generate_shard(range(VAL_SEED0, VAL_SEED0 + a.val_seeds), val)
+        per = 40
+        for s in range(0, a.train_seeds, per):
+            shard = data / f"train_{s // per:03d}.npz"
+            if not shard.is_file():
+                generate_shard(range(s, min(s + per, a.train_seeds)), shard)
+        return 0
+    best = train(data, a.out, a.minutes, a.resume, a.batch, a.lr, a.yaw_deg, a.val_every, init=a.init,
+                 arch={"global_k": a.global_k})
+    print(json.dumps(best, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -19,15 +19,16 @@ Scaled to a 2-core CPU:
   are those of the first reference keyframe's camera (so the map frame's orientation, which is not gravity-aligned
   on every dataset, does not matter); training rotates them by random angles about that camera's up axis.
 
-Runtime: the encoder (XFeat + heads) and the registration network are both exported to ONNX and run through
+This file: the geometry helpers shared by training and inference, the network and its weight files. Runtime
+(runtime.py): the encoder (XFeat + heads) and the registration network are both exported to ONNX and run through
 relocal_ros.networks.backends (ONNX Runtime on the CPU, TensorRT / torch CUDA when present). The ONNX files are not
 shipped (the encoder embeds XFeat's 6 MB backbone): they are exported at start-up into conf["cache_dir"], keyed by
-the sha256 of the weights and of this file, and checked against torch before first use. The registration exports
-with a dynamic number of scene points (its kNN is a TopK + Gather), so no part has to stay in torch."""
+the sha256 of the weights and of the code defining the graph (this file, layers.py, runtime.py), and checked against
+torch before first use. The registration exports with a dynamic number of scene points (its kNN is a TopK + Gather),
+so no part has to stay in torch. Training: train.py."""
 from __future__ import annotations
 
-import hashlib
-import os
+import io
 from pathlib import Path
 
 import cv2
@@ -37,24 +38,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from relocal_ros.geometry.camera import Intrinsics, undistort_points
-from relocal_ros.networks.layers import load_xfeat_backbone
+from relocal_ros.io_utils import atomic_write_bytes
+from relocal_ros.networks.layers import ResBlock, load_xfeat_backbone
 
 NET_W, NET_H = 160, 128           # network input (keyframe thumbnails are 160x120; resized, intrinsics scaled)
 STRIDES = (32, 16, 8)             # pyramid levels, coarse to fine
 LEVEL_SIZES = tuple((NET_W // s, NET_H // s) for s in STRIDES)  # (w, h): (5, 4), (10, 8), (20, 16)
 FEAT_DIM = 64
 WIDE = 4                          # finer levels sample k of the WIDE * k nearest scene points
-from relocal_ros.resources import model_path  # noqa: E402  (source tree, installed share/ or ament index)
-DEFAULT_WEIGHTS = model_path("sanet_xfeat_synth.pt")
-
-DEFAULT_CONF = {
-    "weights": "",               # "" = the shipped models/sanet_xfeat_synth.pt
-    "backend": "auto",           # "auto" | "onnxruntime" | "tensorrt" | "torch" (networks/backends.py)
-    "threads": 2,                # ONNX Runtime intra-op threads
-    "cache_dir": "",             # where the ONNX exports are cached; "" = ~/.cache/relocal_ros/sanet
-    "max_references": 10,        # at most this many of the retrieved keyframes build the query's scene
-    "min_scene_points": 20,      # refuse when the references' finest level has fewer valid scene points
-}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -114,17 +105,6 @@ def cell_pixels(width: int, height: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------------------
 # network
 # ---------------------------------------------------------------------------------------------------------------
-class ResBlock(nn.Module):
-    def __init__(self, cin: int, cout: int):
-        super().__init__()
-        self.c1 = nn.Conv2d(cin, cout, 3, padding=1)
-        self.c2 = nn.Conv2d(cout, cout, 3, padding=1)
-        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
-
-    def forward(self, x):
-        return F.relu(self.skip(x) + self.c2(F.relu(self.c1(x))))
-
-
 class XFeatPyramid(nn.Module):
     """The pretrained XFeat backbone (frozen), returning its 1/32, 1/16 and fused 1/8 feature maps."""
 
@@ -228,7 +208,8 @@ class SanetRegistration(nn.Module):
         self.global_k = int(global_k)
         self.qsr = nn.ModuleList([QSR(dim, hidden, r) for r in radii])
         cin = [self.qsr[0].out_dim + dim] + [q.out_dim + dim + dim for q in self.qsr[1:]]
-        self.fuse = nn.ModuleList([nn.Sequential(ResBlock(c, dim), ResBlock(dim, dim)) for c in cin])
+        self.fuse = nn.ModuleList([nn.Sequential(ResBlock(c, dim, batch_norm=False),
+                                                 ResBlock(dim, dim, batch_norm=False)) for c in cin])
         self.head = nn.ModuleList([nn.Conv2d(dim, 4, 1) for _ in radii])
         for h in self.head:  # start from the softmax-weighted position: zero offset, neutral confidence
             nn.init.zeros_(h.weight)
@@ -315,8 +296,10 @@ class Sanet(nn.Module):
         return SanetEncoder(self.backbone, self.heads)
 
     def trainable_state(self) -> dict:
+        """The weight files' names: the fusing ResBlocks' convolutions keep the names SANet's own block gave them
+        (c1, c2, skip) so that the shipped file and older checkpoints load unchanged."""
         return {**{f"heads.{k}": v for k, v in self.heads.state_dict().items()},
-                **{f"registration.{k}": v for k, v in self.registration.state_dict().items()}}
+                **{_file_key(f"registration.{k}"): v for k, v in self.registration.state_dict().items()}}
 
     def load_trainable_state(self, state: dict) -> None:
         own = self.trainable_state()
@@ -328,7 +311,27 @@ class Sanet(nn.Module):
             if not isinstance(v, torch.Tensor) or v.shape != own[k].shape or not torch.isfinite(v).all():
                 raise ValueError(f"SANet weights: {k} has the wrong shape/type or non-finite values")
         self.heads.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("heads.")})
-        self.registration.load_state_dict({k[13:]: v for k, v in state.items() if k.startswith("registration.")})
+        self.registration.load_state_dict({_module_key(k)[13:]: v for k, v in state.items()
+                                           if k.startswith("registration.")})
+
+
+# layers.ResBlock's names of the fusing blocks' parameters (registration.fuse.LEVEL.BLOCK.NAME.weight) <-> the files'
+_FILE_NAMES = {"conv1": "c1", "conv2": "c2", "shortcut": "skip"}
+_MODULE_NAMES = {v: k for k, v in _FILE_NAMES.items()}
+
+
+def _file_key(k: str) -> str:
+    parts = k.split(".")
+    if parts[:2] == ["registration", "fuse"] and len(parts) == 6:
+        parts[4] = _FILE_NAMES.get(parts[4], parts[4])
+    return ".".join(parts)
+
+
+def _module_key(k: str) -> str:
+    parts = k.split(".")
+    if parts[:2] == ["registration", "fuse"] and len(parts) == 6:
+        parts[4] = _MODULE_NAMES.get(parts[4], parts[4])
+    return ".".join(parts)
 
 
 def save_weights(model: Sanet, path, meta: dict | None = None) -> Path:
@@ -338,10 +341,9 @@ def save_weights(model: Sanet, path, meta: dict | None = None) -> Path:
     blob = {"format": "relocal_ros.sanet", "version": 1, "arch": {**model.arch, "radii": list(model.arch["radii"])},
             "state_dict": {k: v.detach().cpu().clone() for k, v in model.trainable_state().items()},
             "meta": dict(meta or {})}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
-    return path
+    buf = io.BytesIO()
+    torch.save(blob, buf)
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def load_weights(path, xfeat_net: nn.Module | None = None) -> tuple[Sanet, dict]:
@@ -356,188 +358,3 @@ def load_weights(path, xfeat_net: nn.Module | None = None) -> tuple[Sanet, dict]
     model = Sanet(xfeat_net, arch)
     model.load_trainable_state(blob["state_dict"])
     return model.eval(), dict(blob.get("meta", {}))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# scene pyramid of a set of keyframes
-# ---------------------------------------------------------------------------------------------------------------
-class KeyframePyramid:
-    """One keyframe's scene pyramid: per level the valid cells' map-frame coordinates (M_l x 3) and features
-    (M_l x D), plus its camera rotation (the canonical axes when it is the first reference)."""
-
-    def __init__(self, xyz: list[np.ndarray], feats: list[np.ndarray], R_map_cam: np.ndarray):
-        self.xyz, self.feats, self.R_map_cam = xyz, feats, R_map_cam
-
-    @property
-    def num_points(self) -> int:
-        return len(self.xyz[-1])
-
-
-def build_pyramid(features: list[np.ndarray], coords: list[np.ndarray], T_map_cam: np.ndarray) -> KeyframePyramid:
-    """features: per level 1 x D x h x w (encoder output); coords: per level h x w x 3 (pooled_coordinates)."""
-    xyz, feats = [], []
-    for f, c in zip(features, coords):
-        f = np.asarray(f)[0].reshape(f.shape[1], -1).T
-        c = c.reshape(-1, 3)
-        ok = np.isfinite(c).all(1)
-        xyz.append(c[ok].astype(np.float32))
-        feats.append(np.ascontiguousarray(f[ok], np.float32))
-    return KeyframePyramid(xyz, feats, np.asarray(T_map_cam, np.float64)[:3, :3].copy())
-
-
-def scene_inputs(pyramids: list[KeyframePyramid], k: int) -> tuple[dict, np.ndarray, np.ndarray]:
-    """Network scene inputs from the references' pyramids in the canonical frame (centred on the mean of the
-    finest level's points, axes of the first reference's camera), padded with unusable points so that every level
-    has at least WIDE * k (the exported kNN's candidate count is fixed). Returns (inputs, centre, R) with
-    map = R @ canonical + centre."""
-    centre = np.concatenate([p.xyz[-1] for p in pyramids]).astype(np.float64).mean(0)
-    R = pyramids[0].R_map_cam
-    inputs = {}
-    for lvl, name in enumerate(("32", "16", "8")):
-        xyz = np.concatenate([p.xyz[lvl] for p in pyramids]).astype(np.float64)
-        feat = np.concatenate([p.feats[lvl] for p in pyramids])
-        canon = ((xyz - centre) @ R).astype(np.float32)
-        valid = np.ones(len(canon), np.float32)
-        pad = max(0, WIDE * k - len(canon))
-        if pad:
-            canon = np.concatenate([canon, np.zeros((pad, 3), np.float32)])
-            feat = np.concatenate([feat, np.zeros((pad, feat.shape[1]), np.float32)])
-            valid = np.concatenate([valid, np.zeros(pad, np.float32)])
-        inputs[f"xyz{name}"] = canon[None]
-        inputs[f"feat{name}"] = np.ascontiguousarray(feat, np.float32)[None]
-        inputs[f"valid{name}"] = valid[None]
-    return inputs, centre, R
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# ONNX export (encoder and registration), cached by weight hash
-# ---------------------------------------------------------------------------------------------------------------
-ENCODER_INPUTS = ["image"]
-ENCODER_OUTPUTS = ["f32", "f16", "f8"]
-REG_INPUTS = ["q32", "q16", "q8", "xyz32", "feat32", "valid32", "xyz16", "feat16", "valid16", "xyz8", "feat8",
-              "valid8"]
-REG_OUTPUTS = ["xyz", "confidence"]
-
-
-def example_inputs(model: Sanet, num_points=(60, 240, 960), seed: int = 0) -> tuple[dict, dict]:
-    g = torch.Generator().manual_seed(seed)
-    enc = {"image": torch.rand(1, 3, NET_H, NET_W, generator=g)}
-    D = model.arch["dim"]
-    reg = {}
-    for name, (w, h) in zip(("32", "16", "8"), LEVEL_SIZES):
-        reg[f"q{name}"] = torch.randn(1, D, h, w, generator=g).relu()
-    for name, m in zip(("32", "16", "8"), num_points):
-        reg[f"xyz{name}"] = torch.randn(1, m, 3, generator=g)
-        reg[f"feat{name}"] = torch.randn(1, m, D, generator=g).relu()
-        reg[f"valid{name}"] = (torch.rand(1, m, generator=g) > 0.1).float()
-    return enc, {k: reg[k] for k in REG_INPUTS}
-
-
-def export_all(model: Sanet, out_dir, tag: str) -> tuple[Path, Path]:
-    """encoder and registration ONNX files (dynamic number of scene points), checked against torch."""
-    from relocal_ros.networks.backends import check_onnx, export_onnx
-    out_dir = Path(out_dir)
-    enc_path = out_dir / f"sanet_encoder_{tag}.onnx"
-    reg_path = out_dir / f"sanet_registration_{tag}.onnx"
-    enc_in, reg_in = example_inputs(model)
-    encoder = model.encoder().eval()
-    dyn = {f"{p}{n}": {1: f"points{n}"} for n in ("32", "16", "8") for p in ("xyz", "feat", "valid")}
-    # the backbone's pixel-unshuffle exports only with fixed sides; the network input size is fixed anyway
-    for module, path, example, outputs, axes in ((encoder, enc_path, enc_in, ENCODER_OUTPUTS, {"image": {0: "batch"}}),
-                                                 (model.registration.eval(), reg_path, reg_in, REG_OUTPUTS, dyn)):
-        if path.is_file():
-            continue
-        export_onnx(module, example, path, outputs, dynamic_axes=axes)
-        try:
-            check_onnx(module, path, example, atol=1e-3)
-        except AssertionError:
-            path.unlink(missing_ok=True)  # never leave an unchecked export in the cache
-            raise
-    return enc_path, reg_path
-
-
-def trt_shapes(model: Sanet, max_references: int) -> tuple[dict, dict]:
-    """TensorRT optimisation profiles (min, opt, max) of the encoder and registration inputs."""
-    img = (1, 3, NET_H, NET_W)
-    D, n_min = model.arch["dim"], WIDE * model.arch["k"]
-    reg = {}
-    for name, (w, h) in zip(("32", "16", "8"), LEVEL_SIZES):
-        q = (1, D, h, w)
-        reg[f"q{name}"] = (q, q, q)
-        lo, opt, hi = n_min, max(n_min, 5 * w * h), max(n_min, max_references * w * h)
-        reg[f"xyz{name}"] = ((1, lo, 3), (1, opt, 3), (1, hi, 3))
-        reg[f"feat{name}"] = ((1, lo, D), (1, opt, D), (1, hi, D))
-        reg[f"valid{name}"] = ((1, lo), (1, opt), (1, hi))
-    return {"image": (img, img, img)}, reg
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# the runtime (the pipeline method is relocal_ros/methods/sanet.py)
-# ---------------------------------------------------------------------------------------------------------------
-class SanetRunner:
-    """The networks through a backend, and every keyframe's scene pyramid, computed once (add_keyframe)."""
-
-    def __init__(self, keyframe_map, conf: dict | None = None):
-        conf = dict(conf or {})
-        unknown = set(conf) - set(DEFAULT_CONF)
-        if unknown:
-            raise KeyError(f"unknown SANet configuration keys {sorted(unknown)}; known: {sorted(DEFAULT_CONF)}")
-        self.conf = {**DEFAULT_CONF, **conf}
-        self.map = keyframe_map
-        weights = Path(self.conf["weights"] or DEFAULT_WEIGHTS)
-        self.model, self.meta = load_weights(weights)
-        self.k = self.model.arch["k"]
-        # the exports depend on the weights and on this file's code
-        tag = hashlib.sha256(weights.read_bytes() + Path(__file__).read_bytes()).hexdigest()[:16]
-        cache = Path(self.conf["cache_dir"] or Path.home() / ".cache" / "relocal_ros" / "sanet")
-        try:
-            cache.mkdir(parents=True, exist_ok=True)
-        except OSError:  # read-only home (a robot's container): export into a private temporary folder instead
-            import tempfile
-            cache = Path(tempfile.mkdtemp(prefix="relocal_sanet_"))
-        enc_path, reg_path = export_all(self.model, cache, tag)
-        from relocal_ros.networks.backends import make_backend
-        kind, threads = self.conf["backend"], int(self.conf["threads"])
-        enc_shapes, reg_shapes = trt_shapes(self.model, int(self.conf["max_references"]))
-        self.encoder = make_backend(enc_path, kind, threads, torch_module=self.model.encoder(), trt_shapes=enc_shapes)
-        self.registration = make_backend(reg_path, kind, threads, torch_module=self.model.registration,
-                                         trt_shapes=reg_shapes)
-        self.backend_name = getattr(self.registration, "name", kind)
-        self.encoder_calls = 0   # counted so that tests can check keyframes are encoded once, not per query
-        self._pyramids: dict[int, KeyframePyramid] = {}
-        for kf in keyframe_map.keyframes:
-            self.add_keyframe(kf)
-
-    def encode(self, rgb: np.ndarray) -> list[np.ndarray]:
-        self.encoder_calls += 1
-        return self.encoder(image=prepare_image(rgb))
-
-    def add_keyframe(self, kf) -> None:
-        thumb, depth = kf.thumbnail, np.asarray(kf.depth_thumbnail, np.float32)
-        intr = kf.intrinsics.scaled(depth.shape[1], depth.shape[0])
-        coords = pooled_coordinates(depth, intr, kf.T_map_cam)
-        self._pyramids[kf.id] = build_pyramid(self.encode(thumb), coords, kf.T_map_cam)
-
-    def pyramid(self, kf_id: int) -> KeyframePyramid:
-        if kf_id not in self._pyramids:  # a keyframe appended to the map without add_keyframe
-            self.add_keyframe(self.map.keyframes[kf_id])
-        return self._pyramids[kf_id]
-
-    def predict(self, rgb: np.ndarray, refs: list[int]) -> tuple[np.ndarray, np.ndarray, str]:
-        """(h*w x 3 map-frame coordinates, h*w confidences in [0, 1], refusal) for the finest level's cells."""
-        pyrs = [self.pyramid(i) for i in refs[: int(self.conf["max_references"])]]
-        pyrs = [p for p in pyrs if p.num_points > 0]
-        n = sum(p.num_points for p in pyrs)
-        coarsest = sum(len(p.xyz[0]) for p in pyrs)
-        if n < int(self.conf["min_scene_points"]) or coarsest == 0:
-            return (np.zeros((0, 3), np.float32), np.zeros(0, np.float32),
-                    f"SANet: the retrieved keyframes {list(refs)} have {n} scene points with valid depth "
-                    f"({coarsest} at the coarsest level; min_scene_points {self.conf['min_scene_points']}): "
-                    f"SANet needs keyframe depth")
-        scene, centre, R = scene_inputs(pyrs, self.k)
-        q32, q16, q8 = self.encode(rgb)
-        xyz, conf = self.registration(q32=q32, q16=q16, q8=q8, **scene)
-        canon = xyz[0].reshape(3, -1).T.astype(np.float64)
-        pts = (canon @ R.T + centre).astype(np.float32)
-        confidence = 0.5 * (1.0 + np.tanh(0.5 * conf[0].reshape(-1)))  # the sigmoid, without exp overflow
-        return pts, confidence.astype(np.float32), ""
