@@ -60,6 +60,18 @@ METHODS = {
     "peer SIFT+depth+PnP": ({"extractor": "sift", "rotations": [0.0]},
                             {"inference": {**PEER, "min_similarity": 0.0, "max_ratio": 0.8}}),
 }
+# learned methods (issue #17), each with the query's depth vetting its evidence (the default) and without it;
+# xfeat_relative is ExReNet's classical twin (same solver). Not in the default run: `--methods` names them.
+LEARNED = {
+    "learned SANet (depth-checked)": ({}, {"inference": {"method": "sanet"}}),
+    "learned SANet, RGB only": ({}, {"inference": {"method": "sanet", "use_depth": False}}),
+    "learned ExReNet (depth-checked)": ({}, {"inference": {"method": "exrenet"}}),
+    "learned ExReNet, RGB only": ({}, {"inference": {"method": "exrenet", "use_depth": False}}),
+    "classical twin xfeat_relative (depth-checked)": ({}, {"inference": {"method": "xfeat_relative"}}),
+    "classical twin xfeat_relative, RGB only": ({}, {"inference": {"method": "xfeat_relative", "use_depth": False}}),
+}
+DEFAULT_METHODS = list(METHODS)
+METHODS.update(LEARNED)
 
 
 def subset_tum(src: Path, out: Path, stamps: list[str], with_gt: bool) -> Path:
@@ -233,7 +245,8 @@ def main():
     ap.add_argument("--data", type=Path,
                     default=Path(os.environ.get("RELOCAL_DATA_DIR", REPO.parent / "shared" / "data")))
     ap.add_argument("--work", type=Path, default=REPO / "out" / "bench_hard", help="splits and cached maps")
-    ap.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS))
+    ap.add_argument("--methods", nargs="*", default=DEFAULT_METHODS, choices=list(METHODS),
+                    help="default: the product's variants and the peers; the learned methods on request")
     ap.add_argument("--scenes", nargs="*", default=None, help="substrings of scene names to run (default all)")
     ap.add_argument("--dump", type=Path, default=None, help="JSON lines of every query's scores and errors")
     ap.add_argument("--synthetic-seeds", type=int, nargs="*", default=[9001, 9002],
