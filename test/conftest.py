@@ -8,22 +8,41 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+pytest.register_assert_rewrite("mapping_harness")  # its asserts explain themselves like the tests' own
 
 
 @contextlib.contextmanager
 def own_ros_domain():
     """A DDS domain of our own (localhost only), so that parallel runs on one machine never hear each other; the
-    previous ROS_DOMAIN_ID comes back afterwards."""
-    old = os.environ.get("ROS_DOMAIN_ID")
+    previous ROS_DOMAIN_ID and ROS_AUTOMATIC_DISCOVERY_RANGE come back afterwards. rclpy.init() and the node
+    processes started inside read it from the environment. The one place the tests set up a domain: use it as
+    `with own_ros_domain():`, or through the fixtures `own_domain` (one test) and `module_domain` (a module's
+    live graph)."""
+    saved = {k: os.environ.get(k) for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")}
     os.environ["ROS_DOMAIN_ID"] = str(random.randint(20, 200))
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     try:
         yield os.environ["ROS_DOMAIN_ID"]
     finally:
-        if old is None:
-            os.environ.pop("ROS_DOMAIN_ID", None)
-        else:
-            os.environ["ROS_DOMAIN_ID"] = old
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture()
+def own_domain():
+    """A private DDS domain for one test (own_ros_domain); yields its ROS_DOMAIN_ID."""
+    with own_ros_domain() as d:
+        yield d
+
+
+@pytest.fixture(scope="module")
+def module_domain():
+    """A private DDS domain for a whole module, e.g. for a module-scoped live graph (own_ros_domain)."""
+    with own_ros_domain() as d:
+        yield d
 
 
 def shared_data_dir() -> Path:

@@ -4,7 +4,6 @@ correct pose). Parameter and file faults are checked where they enter: at declar
 import array
 import os
 import pickle
-import random
 import subprocess
 import sys
 import time
@@ -30,10 +29,8 @@ DEPTH_TOPIC = "/camera/camera/aligned_depth_to_color/image_raw"
 
 
 @pytest.fixture(scope="module")
-def depth_graph(tmp_path_factory):
+def depth_graph(module_domain, tmp_path_factory):
     """The graph with the inference node pairing colour and aligned depth, so the depth paths are exercised."""
-    os.environ["ROS_DOMAIN_ID"] = str(random.randint(20, 200))
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     d = tmp_path_factory.mktemp("bad_inputs")
     build_map(ps.map_frames(), {"vocabulary": "map", "vocabulary_words": 16}, progress=False).save(d / "map")
     g = GraphProcesses(str(d / "map"), log_dir=d,

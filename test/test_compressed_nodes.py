@@ -2,8 +2,6 @@
 `…/image_raw/compressed` (JPEG) and `…/compressedDepth` (PNG behind the 12-byte header), decodes them, and the
 solver publishes the right pose; a truncated JPEG is refused and counted, nothing crashes."""
 import array
-import os
-import random
 import time
 
 import numpy as np
@@ -28,10 +26,7 @@ OPTICAL = "camera_color_optical_frame"
 
 
 @pytest.fixture(scope="module")
-def graph(tmp_path_factory):
-    old = os.environ.get("ROS_DOMAIN_ID")
-    os.environ["ROS_DOMAIN_ID"] = str(random.randint(20, 200))
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+def graph(module_domain, tmp_path_factory):
     d = tmp_path_factory.mktemp("compressed_graph")
     build_map(ps.map_frames(), {"vocabulary": "map", "vocabulary_words": 16}, progress=False).save(d / "map")
     # the camera is the base here (base_frame = the optical frame): no mounting transform needed
@@ -42,10 +37,6 @@ def graph(tmp_path_factory):
     g.stop()
     for f in d.glob("*.log"):
         print(f"---- {f.name}\n{f.read_text()[-3000:]}")
-    if old is None:
-        os.environ.pop("ROS_DOMAIN_ID", None)
-    else:
-        os.environ["ROS_DOMAIN_ID"] = old
 
 
 def test_jpeg_and_compressed_depth_are_localized_and_bad_jpeg_refused(graph):

@@ -1,6 +1,5 @@
 """The generated interface packages (tf2_msgs from interfaces/pypi_only, relocal_msgs) with real rclpy."""
 import math
-import os
 import time
 from pathlib import Path
 
@@ -112,16 +111,16 @@ def _spin_until(executor, done, timeout_s, tick=None):
 
 
 @pytest.mark.ros
-def test_publish_between_two_nodes():
+def test_publish_between_two_nodes(own_domain):
     from rclpy.context import Context
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSDurabilityPolicy, QoSProfile
     from rosbags.typesys import Stores, get_typestore
 
     ctx = Context()
-    # a domain of our own so parallel test runs on the same host do not cross-talk
-    rclpy.init(context=ctx, domain_id=int(os.environ.get("RELOCAL_TEST_DOMAIN", 100 + os.getpid() % 100)))
+    rclpy.init(context=ctx)  # in the test's own domain (own_domain), so parallel runs on one host never cross-talk
     try:
+        assert ctx.get_domain_id() == int(own_domain)
         talker = rclpy.create_node("relocal_test_talker", context=ctx)
         listener = rclpy.create_node("relocal_test_listener", context=ctx)
         executor = SingleThreadedExecutor(context=ctx)

@@ -7,7 +7,6 @@ import threading
 import time
 
 import pytest
-from conftest import own_ros_domain
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy (ROS 2 PyPI wheels) not installed")
 pytest.importorskip("relocal_msgs.msg", reason="relocal_msgs not built: run scripts/build_interfaces.sh .venv")
@@ -24,12 +23,6 @@ def plane_map(tmp_path_factory):
     d = tmp_path_factory.mktemp("lifecycle") / "map"
     build_map(ps.map_frames(), {"vocabulary": "map", "vocabulary_words": 16}, progress=False).save(d)
     return d
-
-
-@pytest.fixture()
-def own_domain():
-    with own_ros_domain() as d:
-        yield d
 
 
 def _entities(node):

@@ -6,8 +6,6 @@ stamped now. Checks:
 * ~/relocalize gives exactly one initialpose (relative name), continuous poses go on;
 * without the base->camera transform no base pose is published, an ERROR diagnostic names the transform, and
   allow_camera_pose gives the camera's pose on relocalization/camera_pose only."""
-import os
-import random
 import time
 
 import numpy as np
@@ -37,10 +35,7 @@ TOL = 0.5
 
 
 @pytest.fixture(scope="module")
-def graph(tmp_path_factory):
-    old = os.environ.get("ROS_DOMAIN_ID")
-    os.environ["ROS_DOMAIN_ID"] = str(random.randint(20, 200))
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+def graph(module_domain, tmp_path_factory):
     d = tmp_path_factory.mktemp("nav2")
     build_map(ps.map_frames(), {"vocabulary": "map", "vocabulary_words": 16}, progress=False).save(d / "map")
     g = GraphProcesses(str(d / "map"), log_dir=d, extra=[
@@ -51,10 +46,6 @@ def graph(tmp_path_factory):
     g.stop()
     for f in d.glob("*.log"):  # shown by pytest only when a test failed
         print(f"---- {f.name}\n{f.read_text()[-3000:]}")
-    if old is None:
-        os.environ.pop("ROS_DOMAIN_ID", None)
-    else:
-        os.environ["ROS_DOMAIN_ID"] = old
 
 
 class Robot:

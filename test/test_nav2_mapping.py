@@ -2,12 +2,6 @@
 map->odom on /tf, base_link->camera on /tf_static, images through image_transport (JPEG `compressed`, PNG
 `compressedDepth`). The keyframe indexer (a real process, lifecycle-autostarted) interpolates the odometry to each
 image stamp and composes it with TF; its keyframes are the cameras' true poses, with the depth of the PNG."""
-import os
-import random
-import subprocess
-import sys
-import time
-
 import numpy as np
 import pytest
 
@@ -16,6 +10,7 @@ pytest.importorskip("relocal_msgs.msg", reason="relocal_msgs not built: run scri
 pytest.importorskip("tf2_msgs.msg", reason="tf2_msgs not built: run scripts/build_interfaces.sh .venv")
 
 import planar_scene as ps  # noqa: E402
+from mapping_harness import mapping_indexer  # noqa: E402
 from relocal_ros.geometry.poses import T_from_tq, invert, make_T, pose_error  # noqa: E402
 from relocal_ros.mapping.keyframe_map import KeyframeMap  # noqa: E402
 
@@ -37,10 +32,8 @@ def odom_sample(T_odom_base_at_image, s):
 def test_keyframes_from_odometry_interpolated_and_composed_with_tf(tmp_path):
     from geometry_msgs.msg import TransformStamped
     from nav_msgs.msg import Odometry
-    from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, CompressedImage
-    from std_srvs.srv import Trigger
     from tf2_msgs.msg import TFMessage
 
     import array
@@ -48,22 +41,9 @@ def test_keyframes_from_odometry_interpolated_and_composed_with_tf(tmp_path):
     from relocal_ros.data.images import compress_depth_mm, compress_rgb
     from relocal_ros.nodes.conversions import camera_info_msg, pose_msg_from_T, transform_msg_from_T
 
-    env = {**os.environ, "ROS_DOMAIN_ID": str(random.randint(20, 200)), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
-    map_dir = tmp_path / "map"
-    log = open(tmp_path / "indexer.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "relocal_ros.nodes.keyframe_indexer", "--ros-args",
-                             "-p", f"map_path:={map_dir}", "-p", "mapping:=true", "-p", "bootstrap_keyframes:=4",
-                             "-p", "reliable_images:=true", "-p", "autosave_keyframes:=0",
-                             "-p", "mapping_pose_type:=Odometry", "-p", "mapping_pose_topic:=odom",
-                             "-p", "image_transport:=compressed"],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
-    saved = os.environ.get("ROS_DOMAIN_ID")
-    os.environ["ROS_DOMAIN_ID"] = env["ROS_DOMAIN_ID"]
-    rclpy.init()
-    try:
-        node = rclpy.create_node("nav2_mapping_probe")
-        ex = SingleThreadedExecutor()
-        ex.add_node(node)
+    extra = ["-p", "mapping_pose_type:=Odometry", "-p", "mapping_pose_topic:=odom", "-p", "image_transport:=compressed"]
+    with mapping_indexer(tmp_path, "nav2_mapping_probe", extra, tick=0.02) as probe:
+        node, map_dir = probe.node, probe.map_dir
         static_qos = QoSProfile(depth=10, durability=DurabilityPolicy.TRANSIENT_LOCAL,
                                 reliability=ReliabilityPolicy.RELIABLE)
         pubs = {"color": node.create_publisher(CompressedImage, "/camera/camera/color/image_raw/compressed", 10),
@@ -73,20 +53,6 @@ def test_keyframes_from_odometry_interpolated_and_composed_with_tf(tmp_path):
                 "odom": node.create_publisher(Odometry, "odom", 50),
                 "tf": node.create_publisher(TFMessage, "/tf", 100),
                 "static": node.create_publisher(TFMessage, "/tf_static", static_qos)}
-        keyframes = {"n": 0}
-        from diagnostic_msgs.msg import DiagnosticArray
-
-        def on_diag(msg):
-            for st in msg.status:
-                for kv in st.values:
-                    if st.name.startswith("keyframe_indexer") and kv.key == "keyframes":
-                        keyframes["n"] = int(kv.value)
-        node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 50)
-
-        def spin(seconds):
-            end = time.monotonic() + seconds
-            while time.monotonic() < end:
-                ex.spin_once(timeout_sec=0.02)
 
         def tf(T, parent, child, t_ns):
             m = TransformStamped()
@@ -95,12 +61,9 @@ def test_keyframes_from_odometry_interpolated_and_composed_with_tf(tmp_path):
             m.transform = transform_msg_from_T(T)
             return m
 
-        deadline = time.monotonic() + 60
-        while node.count_subscribers("odom") == 0 and time.monotonic() < deadline:
-            spin(0.2)
-        assert node.count_subscribers("odom") > 0, "indexer did not come up"
+        probe.wait_for_indexer("odom")
         pubs["static"].publish(TFMessage(transforms=[tf(T_BASE_CAM, "base_link", OPTICAL, 0)]))
-        spin(1.0)
+        probe.spin(1.0)
         frames = ps.map_frames()
         for i, f in enumerate(frames):
             t_ns = (500 + i) * 1_000_000_000
@@ -121,20 +84,12 @@ def test_keyframes_from_odometry_interpolated_and_composed_with_tf(tmp_path):
             for m in (rgb, depth, info):
                 m.header.stamp.sec, m.header.stamp.nanosec = divmod(t_ns, 1_000_000_000)
                 m.header.frame_id = OPTICAL
-            spin(0.1)
+            probe.spin(0.1)
             pubs["info"].publish(info)
             pubs["depth"].publish(depth)
             pubs["color"].publish(rgb)
-            end = time.monotonic() + 30
-            while keyframes["n"] < i + 1 and time.monotonic() < end:
-                spin(0.1)
-        save = node.create_client(Trigger, "/keyframe_indexer/save_map")
-        assert save.wait_for_service(timeout_sec=10)
-        fut = save.call_async(Trigger.Request())
-        end = time.monotonic() + 60
-        while not fut.done() and time.monotonic() < end:
-            spin(0.1)
-        assert fut.done() and fut.result().success, fut.result()
+            probe.wait_for_keyframes(i + 1)
+        probe.save_map()
         kmap = KeyframeMap.load(map_dir)
         assert len(kmap) == len(frames)
         truth = {f"{500 + i}.000000": f.pose for i, f in enumerate(frames)}
@@ -148,14 +103,4 @@ def test_keyframes_from_odometry_interpolated_and_composed_with_tf(tmp_path):
             z_plane = (invert(f.pose) @ np.c_[X, np.ones(len(X))].T)[2]   # camera-frame depth of map points
             assert np.all(z_plane > 0)
             np.testing.assert_allclose(X[:, 2], ps.PLANE_Z, atol=0.01)   # on the plane z = 2 m, to 1 cm
-        assert proc.poll() is None
-        node.destroy_node()
-    finally:
-        rclpy.shutdown()
-        if saved is None:
-            os.environ.pop("ROS_DOMAIN_ID", None)
-        else:
-            os.environ["ROS_DOMAIN_ID"] = saved
-        proc.terminate()
-        proc.wait(10)
-        print((tmp_path / "indexer.log").read_text()[-3000:])
+        assert probe.proc.poll() is None

@@ -2,7 +2,6 @@
 behaviour (stale frames dropped, latency not growing, RSS flat after warm-up), correct poses and REP-105
 map->odom, and that every node is still alive. bench/soak.py runs the same for 10 minutes and prints figures."""
 import os
-import random
 
 import numpy as np
 import pytest
@@ -32,12 +31,10 @@ def _walk(n=45):
 
 
 @pytest.fixture(scope="module")
-def soak_report(tmp_path_factory):
+def soak_report(module_domain, tmp_path_factory):
     d = tmp_path_factory.mktemp("soak")
     build_map(ps.map_frames(), {"vocabulary": "map", "vocabulary_words": 16}, progress=False).save(d / "map")
     bag = write_bag(_walk(), d / "bag", storage="mcap", rate_hz=30.0)
-    os.environ["ROS_DOMAIN_ID"] = str(random.randint(20, 200))
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     graph = GraphProcesses(str(d / "map"), extra=["-p", "inference_node:reliable_images:=true"],
                            log_dir=d).start()
     try:
