@@ -249,7 +249,9 @@ def render_params_yaml() -> str:
              "config/relocal.yaml):",
              "# change a default there. Numeric parameters carry ranges: an out-of-range value is rejected at "
              "start-up."]
-    shared = [s for s in all_settings() if set(s.nodes) == set(ALL_NODES)]
+    # a parameter of several nodes goes to the "/**" section, once: a node-specific entry would override a
+    # command-line `-p name:=value` (rcl ranks a node's own entry above the wildcard), and a user sets it once
+    shared = [s for s in all_settings() if len(s.nodes) > 1]
     sections = [("/**", shared)] + [(f"/**/{n}", [s for s in node_settings(n) if s not in shared]) for n in NODES]
     for section, items in sections:
         lines += ["", f"{section}:", "  ros__parameters:"]

@@ -23,9 +23,12 @@ def test_parameter_file_is_the_schema_rendered():
         "config/relocal.yaml drifted: python -m relocal_ros.settings --write-yaml config/relocal.yaml"
     conf = yaml.safe_load(text)
     for node in settings.NODES:
-        declared = {**conf["/**"]["ros__parameters"], **conf[f"/**/{node}"]["ros__parameters"]}
         expected = {s.name: s.ros_default for s in settings.node_settings(node)}
-        assert declared == expected, node
+        shared = {k: v for k, v in conf["/**"]["ros__parameters"].items() if k in expected}
+        assert set(shared).isdisjoint(conf[f"/**/{node}"]["ros__parameters"]), node  # each parameter once
+        assert {**shared, **conf[f"/**/{node}"]["ros__parameters"]} == expected, node
+    for name in conf["/**"]["ros__parameters"]:  # the wildcard section holds parameters of several nodes only
+        assert len(settings.setting(name).nodes) > 1, name
 
 
 def test_pipeline_and_builder_defaults_come_from_the_schema():
