@@ -119,6 +119,7 @@ def test_trained_head_beats_mean_scene_point_and_resumes(scene, trained):
     assert second["seconds_total"] > first["seconds_total"]
 
 
+@pytest.mark.slow  # the `trained` fixture spends a 40 s training budget
 def test_refusals_untrained_other_version_grown_and_corrupt(scene, trained, tmp_path):
     root, out = scene
     map_dir, _ = trained
@@ -172,6 +173,7 @@ def test_bad_arguments(scene):
         scene_training.train_scene(root / "map", budget_s=0)
 
 
+@pytest.mark.slow  # the `trained` fixture spends a 40 s training budget
 def test_pipeline_runs_dsacpp(scene, trained):
     from relocal_ros.pipeline import Relocalizer
     _, out = scene
