@@ -156,7 +156,7 @@ class PoseSolver:
         # dense scene coordinates are mostly rough: DSAC++ scores hypotheses by their soft inlier count
         if c["pnp_scoring"] == "soft_inlier" or traits.soft_inlier:
             res, soft = solve_pnp_soft_inlier(ev.image_points, ev.map_points, ev.intrinsics, tau)
-            est.timings["soft_inliers"] = soft
+            est.timings["soft_inliers"] = est.scores["soft_inliers"] = soft
         else:
             res = solve_pnp_ransac(ev.image_points, ev.map_points, ev.intrinsics, tau, c["max_iterations"])
             # RGB-D: a 3D-3D hypothesis too when PnP's support is thin (it rarely beats a well-supported PnP pose)
@@ -172,7 +172,7 @@ class PoseSolver:
         est.scores["coverage"] = coverage = inlier_coverage(ev.image_points[res.inliers], ev.intrinsics)
         indep = res.inliers & ev.independent if len(ev.independent) == n else res.inliers
         est.scores["independent_inliers"] = n_indep = int(indep.sum())
-        dense_why = self._dense_refusal(ev, est)
+        dense_why = self._dense_refusal(ev, est, traits)
         if res.T_map_cam is None or est.inliers < c["min_inliers"]:
             est.reason = f"{est.inliers} inliers of {n} < min_inliers {c['min_inliers']}"
             return est
@@ -210,7 +210,7 @@ class PoseSolver:
         return est
 
 
-    def _dense_refusal(self, ev: QueryEvidence, est: PoseEstimate) -> str:
+    def _dense_refusal(self, ev: QueryEvidence, est: PoseEstimate, traits) -> str:
         """The query's surfaces must overlap the retrieved keyframes' (a pose that puts them where no keyframe
         looked has nothing to support it) and agree with their depth; a pose the depth does not confirm (RGB-only
         query, or agreement between the floor and the threshold) needs more hypothesis-independent inliers."""
@@ -229,6 +229,9 @@ class PoseSolver:
             if ev.dense_consistency < c["min_dense_consistency_floor"]:
                 return (f"query depth agrees with the map at {ev.dense_consistency:.0%} of {ev.dense_judged} "
                         f"samples < {c['min_dense_consistency_floor']:.0%}")
+            if ev.dense_consistency < c["min_dense_consistency"] and traits.needs_dense_confirmation:
+                return (f"query depth agrees with the map at only {ev.dense_consistency:.0%} "
+                        f"(< {c['min_dense_consistency']:.0%}): {ev.method}'s evidence needs the depth's confirmation")
             if ev.dense_consistency < c["min_dense_consistency"]:
                 unverified = (f"query depth agrees with the map at only {ev.dense_consistency:.0%} "
                               f"(< {c['min_dense_consistency']:.0%})")

@@ -267,3 +267,12 @@ def test_query_depth_vets_the_evidence_of_depth_blind_methods(sun3d):
     assert outcomes["true"][0] > 0.8 and outcomes["true"][1].accepted, outcomes["true"][1].reason
     assert outcomes["30 cm off"][0] < 0.4 and not outcomes["30 cm off"][1].accepted
     assert "query depth" in outcomes["30 cm off"][1].reason
+    # 30 cm along the map's x axis: a wall slides along itself, the depth agrees at 0.4-0.65 (neither confirmed nor
+    # contradicted); dense predictions need the confirmation (SolverTraits.needs_dense_confirmation)
+    ev = QueryEvidence("q", intr, "sanet", image_points=uv[inside].astype(np.float32),
+                       map_points=(X[inside] + [0.30, 0, 0]).astype(np.float32), keyframe_ids=[0])
+    ev.weights = np.ones(len(ev.image_points), np.float32)
+    verify_evidence(ev, query.depth, query.rgb, kmap, 24.0)
+    assert 0.4 <= ev.dense_consistency < 0.65
+    est = PoseSolver().solve(ev)
+    assert not est.accepted and "needs the depth's confirmation" in est.reason

@@ -28,6 +28,9 @@ class SolverTraits:
     min_inlier_ratio: float = 1.0   # the inlier-ratio floor is min(this, the solver's min_inlier_ratio)
     soft_inlier: bool = False       # score hypotheses by DSAC++'s soft inlier count, whatever pnp_scoring says
     sigma_floor_frac: float = 0.0   # covariance: the pixel noise is at least this fraction of the inlier threshold
+    # with query depth, accept only what the depth confirms (min_dense_consistency): for dense predictions, whose
+    # inliers cannot stand in for it (a network regresses every cell; a consensus of smoothly wrong ones is cheap)
+    needs_dense_confirmation: bool = False
 
 
 @dataclasses.dataclass

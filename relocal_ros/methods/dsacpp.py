@@ -16,7 +16,8 @@ class Dsacpp:
     settings = NETWORK_SETTINGS   # its weights are the map's own head, not `weights`
     # 16 px cells at 640: a 10 px inlier threshold with a 0.1 ratio floor gave no pose off by > 25 cm / 10 deg on
     # fr1_rpy, where 24 px and 0.2 let 20 % wrong poses through (bench_scene_coordinates.py)
-    solver = SolverTraits(reproj_frac=0.015625, min_inlier_ratio=0.1, soft_inlier=True, sigma_floor_frac=0.25)
+    solver = SolverTraits(reproj_frac=0.015625, min_inlier_ratio=0.1, soft_inlier=True, sigma_floor_frac=0.25,
+                          needs_dense_confirmation=True)
 
     def __init__(self, keyframe_map, conf: dict):
         from relocal_ros.networks.dsacpp.runtime import DsacppRunner  # torch: only when the method is chosen
