@@ -21,7 +21,7 @@ from relocal_ros.geometry.poses import pose_error  # noqa: E402
 from relocal_ros.mapping.builder import build_map  # noqa: E402
 from relocal_ros.nodes.conversions import T_from_pose_msg, camera_info_msg  # noqa: E402
 from relocal_ros.nodes.runner import GraphProcesses  # noqa: E402
-from test_graph import Probe, query_frames  # noqa: E402
+from graph_probe import Probe, query_frames  # noqa: E402
 
 pytestmark = pytest.mark.ros  # make test-fast leaves these out (pytest.ini)
 

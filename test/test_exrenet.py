@@ -220,7 +220,7 @@ def test_inference_node_runs_exrenet_with_its_parameters(tmp_path, own_domain):
     import planar_scene as ps
     from relocal_ros.mapping.builder import build_map
     from relocal_ros.nodes.runner import GraphProcesses
-    from test_graph import Probe, _image_msg, query_frames
+    from graph_probe import Probe, image_msg, query_frames
     from relocal_ros.nodes.conversions import camera_info_msg
 
     build_map(ps.map_frames(), {"vocabulary": "map", "vocabulary_words": 16}, progress=False).save(tmp_path / "map")
@@ -241,7 +241,7 @@ def test_inference_node_runs_exrenet_with_its_parameters(tmp_path, own_domain):
                 k += 1
                 probe.info.publish(camera_info_msg(frame.intrinsics))
                 probe.spin(0.2)
-                probe.img.publish(_image_msg(frame, stamp=(400 + k, 0)))
+                probe.img.publish(image_msg(frame, stamp=(400 + k, 0)))
                 probe.spin(2.0)
             assert evidence, "no evidence from the inference node: " + \
                 "".join(f.read_text()[-2000:] for f in tmp_path.glob("*.log"))

@@ -2,9 +2,7 @@
 bad inputs a camera driver can deliver. Each test asserts what is published (and what is not)."""
 import subprocess
 import sys
-import time
 
-import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy (ROS 2 PyPI wheels) not installed")
@@ -17,6 +15,7 @@ from relocal_ros.evaluation.replay import replay_bag  # noqa: E402
 from relocal_ros.geometry.poses import pose_error  # noqa: E402
 from relocal_ros.mapping.builder import build_map  # noqa: E402
 from relocal_ros.nodes.runner import GraphProcesses  # noqa: E402
+from graph_probe import Probe, image_msg, query_frames  # noqa: E402
 
 pytestmark = pytest.mark.ros  # make test-fast leaves these out (pytest.ini)
 
@@ -32,13 +31,6 @@ def plane_map_dir(tmp_path_factory):
     return d
 
 
-def query_frames(n=8):
-    rng = np.random.default_rng(3)
-    poses = [ps.pose(rng.uniform(-0.3, 0.3), rng.uniform(-0.15, 0.15), rng.uniform(-8, 8), rng.uniform(-4, 4),
-                     rng.uniform(-0.1, 0.15)) for _ in range(n)]
-    return [ps.frame(T, f"{200 + i}.{i * 25:06d}") for i, T in enumerate(poses)]
-
-
 @pytest.fixture(scope="module")
 def graph(module_domain, plane_map_dir, tmp_path_factory):
     """One live graph for the module. Each test asks for what it needs (a running graph, or one whose inference
@@ -50,54 +42,6 @@ def graph(module_domain, plane_map_dir, tmp_path_factory):
     g.stop()
     for f in logs.iterdir():  # shown by pytest only when a test failed
         print(f"---- {f.name}\n{f.read_text()[-3000:]}")
-
-
-class Probe:
-    """A test-side node: publishes raw inputs, records poses and /diagnostics."""
-
-    def __init__(self):
-        from diagnostic_msgs.msg import DiagnosticArray
-        from geometry_msgs.msg import PoseWithCovarianceStamped
-        from sensor_msgs.msg import CameraInfo, Image
-        from rclpy.executors import SingleThreadedExecutor
-        rclpy.init()
-        self.node = rclpy.create_node("graph_probe")
-        self.ex = SingleThreadedExecutor()
-        self.ex.add_node(self.node)
-        self.poses, self.diag = [], {}
-        self.node.create_subscription(PoseWithCovarianceStamped, "relocalization/pose", self.poses.append, 10)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 50)
-        self.img = self.node.create_publisher(Image, "/camera/camera/color/image_raw", 10)
-        self.info = self.node.create_publisher(CameraInfo, "/camera/camera/color/camera_info", 10)
-
-    def _on_diag(self, msg):
-        for st in msg.status:
-            self.diag[st.name] = ({kv.key: kv.value for kv in st.values}, st.message)
-
-    def spin(self, seconds):
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            self.ex.spin_once(timeout_sec=0.05)
-
-    def wait_for_graph(self, timeout=90):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.node.count_subscribers("/camera/camera/color/image_raw") and \
-                    self.node.count_publishers("relocalization/pose"):
-                self.spin(1.0)
-                return
-            self.spin(0.2)
-        raise TimeoutError("graph did not come up")
-
-    def inference_diag(self):
-        return next((v for k, v in self.diag.items() if k.startswith("inference_node")), ({}, ""))
-
-    def inference_count(self, key):
-        return int(self.inference_diag()[0].get(key, 0))
-
-    def close(self):
-        self.node.destroy_node()
-        rclpy.shutdown()
 
 
 @pytest.fixture()
@@ -119,20 +63,11 @@ def fresh_probe(graph):
     p.close()
 
 
-def _image_msg(frame, encoding="rgb8", stamp=(300, 0)):
-    from relocal_ros.data.images import numpy_to_image_msg
-    msg = numpy_to_image_msg(frame.rgb, "rgb8")
-    msg.header.stamp.sec, msg.header.stamp.nanosec = stamp
-    msg.header.frame_id = "camera_color_optical_frame"
-    msg.encoding = encoding
-    return msg
-
-
 def test_missing_camera_info_is_reported_and_nothing_is_published(fresh_probe, graph):
     f = query_frames(1)[0]
     # until the node's diagnostics count our images (its side of discovery may miss the first few), at most 30 s
     for i in range(60):
-        fresh_probe.img.publish(_image_msg(f, stamp=(300 + i, 0)))
+        fresh_probe.img.publish(image_msg(f, stamp=(300 + i, 0)))
         fresh_probe.spin(0.5)
         if fresh_probe.inference_count("images_received") >= 3:
             break
@@ -167,7 +102,7 @@ def test_unsupported_encoding_is_refused_without_crash(graph, probe):
     # it (a fresh publisher: discovery takes its time on a loaded machine), not one another test sent before
     for i in range(50):
         probe.info.publish(info)
-        probe.img.publish(_image_msg(f, encoding="yuv422", stamp=(400 + i, 0)))
+        probe.img.publish(image_msg(f, encoding="yuv422", stamp=(400 + i, 0)))
         probe.spin(0.4)
         if probe.inference_count("bad_input") >= 1:
             break

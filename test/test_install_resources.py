@@ -42,7 +42,7 @@ def test_pip_installed_package_localizes_with_the_shipped_weights(tmp_path):
     pytest.importorskip("rosbags", reason="rosbags not installed")
     import planar_scene as ps
     from relocal_ros.data.bags import write_bag
-    from test_graph import query_frames
+    from graph_probe import query_frames
 
     src = tmp_path / "src"
     for item in ("relocal_ros", "models", "config", "launch", "resource", "setup.py", "setup.cfg", "package.xml"):

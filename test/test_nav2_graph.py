@@ -22,7 +22,7 @@ from relocal_ros.mapping.builder import build_map  # noqa: E402
 from relocal_ros.nodes.conversions import T_from_pose_msg, camera_info_msg, transform_msg_from_T  # noqa: E402
 from relocal_ros.nodes.pose_history import interpolate  # noqa: E402
 from relocal_ros.nodes.runner import GraphProcesses  # noqa: E402
-from test_graph import query_frames  # noqa: E402
+from graph_probe import query_frames  # noqa: E402
 
 pytestmark = pytest.mark.ros  # make test-fast leaves these out (pytest.ini)
 
