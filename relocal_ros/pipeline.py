@@ -199,7 +199,8 @@ class PoseSolver:
         sigma = max(res.reprojection_rms, c["min_pixel_sigma"], traits.sigma_floor_frac * tau)
         map_m, map_deg = self._map_sigma(ev)
         cov = pose_covariance(res.T_map_cam, ev.image_points[res.inliers], ev.map_points[res.inliers],
-                              ev.intrinsics, sigma, map_m, map_deg, views=max(1, len(ev.keyframe_ids)))
+                              ev.intrinsics, sigma, map_m, map_deg, views=max(1, len(ev.keyframe_ids))) \
+            * traits.covariance_scale
         pos_std = float(np.sqrt(max(np.trace(cov[:3, :3]), 0.0)))
         if not np.isfinite(pos_std) or pos_std > c["max_position_std"]:
             est.reason = f"position uncertainty {pos_std:.3f} m > {c['max_position_std']} m"

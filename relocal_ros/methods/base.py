@@ -31,6 +31,9 @@ class SolverTraits:
     # with query depth, accept only what the depth confirms (min_dense_consistency): for dense predictions, whose
     # inliers cannot stand in for it (a network regresses every cell; a consensus of smoothly wrong ones is cheap)
     needs_dense_confirmation: bool = False
+    # the covariance times this: neighbouring cells' predictions err together, so N inliers carry the information
+    # of fewer independent observations than the reprojection model assumes
+    covariance_scale: float = 1.0
 
 
 @dataclasses.dataclass
