@@ -60,8 +60,7 @@ class InferenceNode(ManagedNode):
         self.worker = LatestFrameWorker(self, self.sync, self._process, self.diag, "image")
         self.open_subscription(msg_type, color, self._on_color, self.qos)
         if self.use_depth:
-            self.open_subscription(msg_type, depth, lambda m: self.sync.add_depth(stamp_ns(m.header.stamp), m),
-                                   self.qos)
+            self.open_subscription(msg_type, depth, self._on_depth, self.qos)
         self.open_subscription(CameraInfo, self.camera_info_topic, self._on_camera_info, self.qos)
         self.open_subscription(String, "relocalization/map_updated", self._on_map_updated, LATCHED_QOS)
         self.diag.values["image_topic"] = color
@@ -105,6 +104,12 @@ class InferenceNode(ManagedNode):
         if path.strip() and (current is None or current.version != version.strip() or path.strip() != self.map_path):
             self.map_path = path.strip()
             threading.Thread(target=self._load_map, args=(path,), daemon=True).start()
+
+    def _on_depth(self, msg) -> None:
+        self.sync.add_depth(stamp_ns(msg.header.stamp), msg)
+        # a colour image may be waiting for this depth image: without the wake it waited for the next colour
+        # image (+133 ms at 7.5 Hz, +333 ms at 3 Hz through the live graph)
+        self.worker.wake()
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         self.sync.set_camera_info(msg)

@@ -76,7 +76,7 @@ class KeyframeIndexerNode(ManagedNode):
         self.tf = TfIO(self)
         self.worker = LatestFrameWorker(self, self.sync, self._process, self.diag, "mapping frame")
         self.open_subscription(msg_type, color, self._on_color, self.qos)
-        self.open_subscription(msg_type, depth, lambda m: self.sync.add_depth(stamp_ns(m.header.stamp), m), self.qos)
+        self.open_subscription(msg_type, depth, self._on_depth, self.qos)
         self.open_subscription(CameraInfo, self.camera_info_topic, self.sync.set_camera_info, self.qos)
         if self.pose_source == "topic":
             self.open_subscription(pose_msg_class(self.mapping_pose_type), self.mapping_pose_topic, self._on_pose, 50)
@@ -144,6 +144,10 @@ class KeyframeIndexerNode(ManagedNode):
     def _on_color(self, msg) -> None:
         self.sync.add_color(stamp_ns(msg.header.stamp), msg)
         self.worker.wake()
+
+    def _on_depth(self, msg) -> None:
+        self.sync.add_depth(stamp_ns(msg.header.stamp), msg)
+        self.worker.wake()  # a colour image may be waiting for this depth image
 
     def _on_pose(self, msg) -> None:
         t, T, header_frame, child = pose_from_msg(msg, self.mapping_pose_type)
