@@ -3,6 +3,9 @@ coordinates beat the mean-scene-point baseline by a clear margin, keyframe pyram
 query), keyframes without depth give a clear refusal, and the ONNX parts agree with torch."""
 from __future__ import annotations
 
+import shutil
+import time
+
 import cv2
 import numpy as np
 import pytest
@@ -182,3 +185,115 @@ def test_bad_weights_are_refused(tmp_path):
         sanet_model.load_weights(tmp_path / "missing.pt")
     with pytest.raises(KeyError, match="unknown SANet configuration"):
         SanetRunner(KeyframeMap(np.zeros((4, 64), np.float32)), {"no_such_key": 1})
+
+
+# -- per-map fine-tuning (networks/sanet/finetune.py, `relocal train-scene MAP --method sanet`) ---------------------
+FT_CONF = {"threads": 1}
+
+
+@pytest.fixture(scope="module")
+def ft_map(tmp_path_factory):
+    """A small synthetic scene at the keyframe-thumbnail size, mapped (its keyframes are the training data)."""
+    from relocal_ros.data.sources import open_source
+    from relocal_ros.data.synth import generate_scene
+    from relocal_ros.mapping.builder import build_map
+    root = tmp_path_factory.mktemp("sanet_ft")
+    out = generate_scene(root / "scene", 6, width=160, height=120, n_map=40, n_query=4, workers=1, progress=False)
+    kmap = build_map(open_source(out / "seq-01"), {"rotations": [0.0]}, progress=False)
+    kmap.save(root / "map")
+    return root / "map", out
+
+
+@pytest.fixture(scope="module")
+def finetuned(ft_map):
+    from relocal_ros.networks.sanet import finetune
+    map_dir, _ = ft_map
+    first = finetune.train_scene(map_dir, budget_s=30, resume=False, progress=False, conf=FT_CONF)
+    return map_dir, first
+
+
+@pytest.mark.slow
+def test_finetune_learns_the_maps_frames_never_worse_held_out_and_resumes(finetuned):
+    from relocal_ros.networks.sanet import finetune, train
+    map_dir, first = finetuned
+    before, tuned, after = first["validation_before"], first["validation_finetuned"], first["validation_after"]
+    print(f"held-out median scene-coordinate error: shipped {before['median_error_m']:.3f} m, fine-tuned "
+          f"{tuned['median_error_m']:.3f} m ({first['steps']} steps), kept {after['median_error_m']:.3f} m")
+    assert first["complete"] and first["runs"] == 1 and first["validation_keyframes"] >= 1 and first["steps"] > 10
+    assert first["seconds_total"] <= 30 + 4
+    # the map keeps whichever is better on the held-out keyframes: never worse than the shipped weights
+    assert after["median_error_m"] <= before["median_error_m"]
+    assert first["initial_weights_kept"] == (tuned["median_error_m"] >= before["median_error_m"])
+    w = map_dir / finetune.FT_DIR / finetune.WEIGHTS_NAME
+    assert w.is_file() and sanet_model.load_weights(w)[1]["validation"]["median_error_m"] == after["median_error_m"]
+    # the training itself learns the map's own frames: the last state fits the training clusters better than the
+    # shipped weights (the held-out gain of a 30 s fine-tune on an in-domain synthetic scene is within noise)
+    tr, _, _ = finetune.map_clusters(KeyframeMap.load(map_dir), FT_CONF)
+    picks = train.validation_picks(tr, 1)[:24]
+    shipped, _ = sanet_model.load_weights(sanet.DEFAULT_WEIGHTS)
+    last, _ = sanet_model.load_weights(sanet.DEFAULT_WEIGHTS)
+    last.load_trainable_state(torch.load(map_dir / finetune.FT_DIR / "checkpoint.pt", weights_only=True)["model"])
+    fit_before = train.evaluate(shipped, tr, picks)["median_error_m"]
+    fit_after = train.evaluate(last, tr, picks)["median_error_m"]
+    print(f"training clusters: shipped {fit_before:.3f} m, fine-tuned {fit_after:.3f} m")
+    assert fit_after < fit_before
+    # resume: the second run continues the checkpoint (more steps) up to the new budget in all
+    second = finetune.train_scene(map_dir, budget_s=45, resume=True, progress=False, conf=FT_CONF)
+    assert second["runs"] == 2 and second["steps"] > first["steps"]
+    assert first["seconds_total"] < second["seconds_total"] <= 45 + 4
+    assert second["validation_finetuned"]["median_error_m"] <= tuned["median_error_m"]
+    assert second["validation_before"] == before
+    # the budget is spent: nothing to do
+    t0 = time.perf_counter()
+    assert finetune.train_scene(map_dir, budget_s=45, resume=True, progress=False, conf=FT_CONF) == second
+    assert time.perf_counter() - t0 < 5
+
+
+@pytest.mark.slow  # the `finetuned` fixture spends a 30 s budget
+def test_pipeline_picks_the_maps_finetuned_weights(finetuned, ft_map, tmp_path, caplog):
+    from relocal_ros.data.sources import open_source
+    from relocal_ros.networks.sanet import finetune
+    from relocal_ros.pipeline import Relocalizer
+    map_dir, _ = finetuned
+    _, out = ft_map
+    weights = str(map_dir / finetune.FT_DIR / finetune.WEIGHTS_NAME)
+    loc = Relocalizer(KeyframeMap.load(map_dir), {"inference": {"method": "sanet", "network_threads": 1}})
+    assert loc.engine.method.weights == weights
+    est = loc.localize(open_source(out / "seq-02")[0])
+    assert est.accepted or est.reason
+    # the `weights` setting wins
+    shipped = str(sanet.DEFAULT_WEIGHTS)
+    conf = {**default_conf()["inference"], "weights": shipped, "network_threads": 1}
+    assert Sanet(KeyframeMap.load(map_dir), conf).weights == shipped
+
+    # another version of the map (a keyframe moved): detected, logged, the shipped weights instead
+    other = tmp_path / "other"
+    shutil.copytree(map_dir, other)
+    kmap = KeyframeMap.load(other)
+    kmap.keyframes[3].T_map_cam[:3, 3] += 0.05
+    kmap.save(other)
+    path, why = finetune.map_weights(KeyframeMap.load(other))
+    assert path == "" and "another version" in why
+    conf = {**default_conf()["inference"], "network_threads": 1}
+    with caplog.at_level("WARNING"):
+        assert Sanet(KeyframeMap.load(other), conf).weights == ""
+    assert "another version" in caplog.text
+    # corrupt weights: refused by checksum
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(map_dir, corrupt)
+    w = corrupt / finetune.FT_DIR / finetune.WEIGHTS_NAME
+    data = bytearray(w.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    w.write_bytes(bytes(data))
+    assert "corrupt" in finetune.map_weights(KeyframeMap.load(corrupt))[1]
+
+
+def test_train_scene_methods_on_the_command_line(tmp_path, capsys):
+    from relocal_ros.cli import main
+    from relocal_ros.networks.sanet import finetune
+    assert main(["train-scene", str(tmp_path), "--method", "exrenet"]) == 2
+    assert "not implemented yet" in capsys.readouterr().err
+    assert main(["train-scene", str(tmp_path / "missing"), "--method", "sanet", "--budget", "5"]) == 1
+    # a map never fine-tuned: the shipped weights, and why
+    path, why = finetune.map_weights(KeyframeMap(np.zeros((4, 64), np.float32)))
+    assert path == "" and "no directory" in why

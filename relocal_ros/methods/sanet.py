@@ -29,12 +29,28 @@ class Sanet:
     solver = SolverTraits(reproj_frac=0.0375, min_inlier_ratio=0.2, soft_inlier=True, sigma_floor_frac=0.25)
 
     def __init__(self, keyframe_map, conf: dict, runner=None):
-        """runner: an already loaded SanetRunner of this map (tests share one), else built from conf."""
+        """runner: an already loaded SanetRunner of this map (tests share one), else built from conf. Weights: the
+        `weights` setting when it names a file, else the map's fine-tuned ones (`relocal train-scene MAP --method
+        sanet`) when they are valid for this map, else the shipped ones."""
         from relocal_ros.networks.sanet.runtime import SanetRunner  # torch: only when the method is chosen
         self.map = keyframe_map
         self.min_confidence = float(conf["sanet_min_confidence"])
+        self.weights = conf["weights"]
+        if not self.weights and runner is None:
+            import logging
+            from pathlib import Path
+
+            from relocal_ros.networks.sanet.finetune import FT_DIR, map_weights
+            self.weights, why = map_weights(keyframe_map)
+            log = logging.getLogger(__name__)
+            if self.weights:
+                log.info("sanet: the map's fine-tuned weights %s", self.weights)
+            elif getattr(keyframe_map, "path", None) and (Path(keyframe_map.path) / FT_DIR).exists():
+                log.warning("sanet: shipped weights, not the map's fine-tuned ones: %s", why)
+            else:
+                log.info("sanet: shipped weights (%s)", why)
         self.runner = runner or SanetRunner(keyframe_map, {
-            "weights": conf["weights"], "backend": conf["backend"], "threads": conf["network_threads"],
+            "weights": self.weights, "backend": conf["backend"], "threads": conf["network_threads"],
             "max_references": conf["sanet_max_references"], "min_scene_points": conf["sanet_min_scene_points"]})
 
     def add_keyframe(self, keyframe) -> None:

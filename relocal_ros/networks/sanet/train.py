@@ -142,6 +142,17 @@ class ClusterData:
         _, starts, counts = np.unique(self.a["cluster"], return_index=True, return_counts=True)
         self.clusters = [np.arange(s, s + c) for s, c in zip(starts, counts) if c >= SCENE_FRAMES + 1]
 
+    @classmethod
+    def from_arrays(cls, arrays: dict, clusters) -> "ClusterData":
+        """Frames already in memory (the keys a shard holds) and clusters given as lists of frame indices, which may
+        share frames (per-map fine-tuning, finetune.py: a keyframe is in the scene of each of its neighbours)."""
+        self = cls.__new__(cls)
+        self.a = arrays
+        self.clusters = [np.asarray(c, np.int64) for c in clusters if len(c) >= SCENE_FRAMES + 1]
+        if not self.clusters:
+            raise ValueError(f"no cluster of at least {SCENE_FRAMES + 1} frames")
+        return self
+
     def __len__(self):
         return len(self.clusters)
 
@@ -294,18 +305,25 @@ def compare_on_validation(data_dir, weight_files) -> dict:
 # ---------------------------------------------------------------------------------------------------------------
 def train(data_dir, out_dir, minutes: float = 30.0, resume: bool = False, batch: int = 8, lr: float = 5e-4,
           yaw_deg: float = 45.0, val_every_s: float = 180.0, seed: int = 0, weights_name: str = "sanet_best.pt",
-          progress: bool = True, init=None, arch: dict | None = None) -> dict:
+          progress: bool = True, init=None, arch: dict | None = None, data: tuple | None = None,
+          val_per_cluster: int = 2, warmup_steps: int = 100) -> dict:
     """Train for `minutes` of wall clock (counting previous runs when resuming); returns the best validation.
-    init: a SANet weight file to start from (when not resuming); arch: architecture options of Sanet."""
-    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    init: a SANet weight file to start from (when not resuming); arch: architecture options of Sanet; data:
+    (training, validation) ClusterData already in memory instead of data_dir's shards; val_per_cluster: queries
+    per validation cluster (validation_picks); warmup_steps: linear learning-rate warm-up."""
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    train_paths = sorted(data_dir.glob("train_*.npz"))
-    val_paths = sorted(data_dir.glob("val_*.npz"))
-    if not train_paths or not val_paths:
-        raise FileNotFoundError(f"{data_dir}: needs train_*.npz and val_*.npz shards (scripts/train_sanet.py "
-                                f"--generate)")
-    tr, va = ClusterData(train_paths), ClusterData(val_paths)
-    vpicks = validation_picks(va)
+    if data is not None:
+        tr, va = data
+    else:
+        data_dir = Path(data_dir)
+        train_paths = sorted(data_dir.glob("train_*.npz"))
+        val_paths = sorted(data_dir.glob("val_*.npz"))
+        if not train_paths or not val_paths:
+            raise FileNotFoundError(f"{data_dir}: needs train_*.npz and val_*.npz shards (scripts/train_sanet.py "
+                                    f"--generate)")
+        tr, va = ClusterData(train_paths), ClusterData(val_paths)
+    vpicks = validation_picks(va, val_per_cluster)
     model = Sanet(conf=arch)
     if init is not None and not (resume and (out_dir / "checkpoint.pt").is_file()):
         blob = torch.load(str(init), map_location="cpu", weights_only=True)
@@ -350,7 +368,7 @@ def train(data_dir, out_dir, minutes: float = 30.0, resume: bool = False, batch:
     while time.time() - start < budget:
         frac = (time.time() - start) / budget
         for g in opt.param_groups:  # cosine decay over the wall-clock budget, short warm-up
-            g["lr"] = lr * min(1.0, (state["step"] + 1) / 100) * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+            g["lr"] = lr * min(1.0, (state["step"] + 1) / max(warmup_steps, 1)) * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
         feats, xyz, valid, gt, _ = make_batch(tr, sample_picks(tr, batch, rng), yaw_deg, rng)
         outs = forward_batch(model, feats, xyz, valid)
         loss, errs = loss_terms(outs, gt, model.arch["radii"])
