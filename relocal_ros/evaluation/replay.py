@@ -19,6 +19,12 @@ class ReplayReport:
     latencies_s: list = field(default_factory=list)
     estimates: dict = field(default_factory=dict)   # stamp -> 4x4 camera-to-map
     diagnostics: dict = field(default_factory=dict)  # last /diagnostics values per status name
+    # where the time goes, per localized image (s): image published -> its evidence received (transport of the
+    # images, colour/depth pairing, the worker, retrieval + matching, transport of the evidence), of which the
+    # inference node's own compute (QueryEvidence.inference_seconds); evidence received -> pose received
+    to_evidence_s: list = field(default_factory=list)
+    inference_s: list = field(default_factory=list)
+    evidence_to_pose_s: list = field(default_factory=list)
 
 
 def _read_bag(path, topics: BagTopics):
@@ -64,7 +70,7 @@ def replay_bag(bag, out_tum=None, rate: float = 1.0, topics: BagTopics = DEFAULT
     messages, topics = _read_bag(bag, topics)
     own_context = not rclpy.ok()
     if own_context:
-        rclpy.init()
+        rclpy.init(args=[])  # not sys.argv: a caller's own options are not ROS arguments
     node = rclpy.create_node(node_name)
     ex = SingleThreadedExecutor()
     ex.add_node(node)
@@ -90,6 +96,15 @@ def replay_bag(bag, out_tum=None, rate: float = 1.0, topics: BagTopics = DEFAULT
                 report.diagnostics[st.name] = {kv.key: kv.value for kv in st.values}
 
         node.create_subscription(PoseWithCovarianceStamped, "relocalization/pose", on_pose, 100)
+        evidence = {}
+        try:
+            from relocal_msgs.msg import QueryEvidence
+
+            def on_evidence(msg):
+                evidence[msg_stamp_str(msg.header.stamp)] = (time.perf_counter(), float(msg.inference_seconds))
+            node.create_subscription(QueryEvidence, "relocalization/evidence", on_evidence, 100)
+        except ImportError:  # relocal_msgs not built: no breakdown, the end-to-end latency still
+            pass
         node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 100)
         deadline = time.monotonic() + wait_for_graph_s
         while time.monotonic() < deadline:  # the graph is up when someone listens to the images and poses flow out
@@ -134,6 +149,11 @@ def replay_bag(bag, out_tum=None, rate: float = 1.0, topics: BagTopics = DEFAULT
         T_map_cam = T_map_x @ T_base_cam if T_base_cam is not None else T_map_x
         report.estimates[stamp] = T_map_cam
         report.latencies_s.append(t_recv - sent_at[stamp])
+        if stamp in evidence:
+            t_ev, inference_s = evidence[stamp]
+            report.to_evidence_s.append(t_ev - sent_at[stamp])
+            report.inference_s.append(inference_s)
+            report.evidence_to_pose_s.append(t_recv - t_ev)
     report.poses_received = len(report.estimates)
     if out_tum is not None:
         stamps = sorted(report.estimates, key=float)
