@@ -54,6 +54,14 @@ def merge_conf(base: dict, override: dict | None) -> dict:
     return out
 
 
+def stage_conf(stage: str, override: dict | None) -> dict:
+    """A stage's defaults merged with the overrides, every value checked against its range or choices."""
+    conf = merge_conf(stage_defaults(stage), override)
+    for name, value in conf.items():
+        setting(name).check(value)  # e.g. an unknown pnp_scoring or fusion, a value out of range: ValueError
+    return conf
+
+
 def check_frame(frame: RGBDFrame) -> str:
     """'' when the frame can be localized, else why not."""
     rgb = frame.rgb
@@ -74,9 +82,7 @@ class InferenceEngine:
 
     def __init__(self, keyframe_map: KeyframeMap, conf: dict | None = None):
         self.map = keyframe_map
-        self.conf = merge_conf(stage_defaults("inference"), conf)
-        for name, value in self.conf.items():
-            setting(name).check(value)
+        self.conf = stage_conf("inference", conf)
         self.method = method_class(self.conf["method"])(keyframe_map, self.conf)
         self._centres = keyframe_map.centres()
 
@@ -114,7 +120,7 @@ class InferenceEngine:
         self.method.infer(query, ev)
         if depth is not None and not self.method.uses_depth and not ev.refusal:
             # a method blind to the query's depth is checked against it all the same: never confidently wrong
-            verify_evidence(ev, depth, frame.rgb, self.map,
+            verify_evidence(ev, depth, frame.rgb, self.map, self._centres,
                             max(4.0 * intr.width / 640.0, self.method.solver.reproj_frac * intr.width))
         ev.inference_seconds = time.perf_counter() - t0
         return ev
@@ -122,9 +128,7 @@ class InferenceEngine:
 
 class PoseSolver:
     def __init__(self, conf: dict | None = None):
-        self.conf = merge_conf(stage_defaults("solver"), conf)
-        for name, value in self.conf.items():
-            setting(name).check(value)  # an unknown pnp_scoring or fusion, a value out of range: ValueError
+        self.conf = stage_conf("solver", conf)
 
     def solve(self, ev: QueryEvidence) -> PoseEstimate:
         with single_threaded_blas():

@@ -241,10 +241,10 @@ def test_query_depth_vets_the_evidence_of_depth_blind_methods(sun3d):
     scale = float(np.linalg.norm(T_kf_q[:3, 3]))
     ev = QueryEvidence("q", query.intrinsics, "exrenet")
     ev.hypotheses = [RelativePoseHypothesis(0, kmap.keyframes[0].T_map_cam, T, scale) for T in (wrong, T_kf_q)]
-    verify_evidence(ev, query.depth, query.rgb, kmap, 4.0)
+    verify_evidence(ev, query.depth, query.rgb, kmap, kmap.centres(), 4.0)
     assert len(ev.hypotheses) == 1 and np.allclose(ev.hypotheses[0].T_kf_query, T_kf_q) and not ev.refusal
     ev.hypotheses = ev.hypotheses[:0] + [RelativePoseHypothesis(0, kmap.keyframes[0].T_map_cam, wrong, scale)]
-    verify_evidence(ev, query.depth, query.rgb, kmap, 4.0)
+    verify_evidence(ev, query.depth, query.rgb, kmap, kmap.centres(), 4.0)
     assert not ev.hypotheses and "contradicts" in ev.refusal
 
     # 2D-3D: the keyframe's 3D points seen by the query at its true pose (as a scene-coordinate method predicts them)
@@ -261,7 +261,7 @@ def test_query_depth_vets_the_evidence_of_depth_blind_methods(sun3d):
         ev = QueryEvidence("q", intr, "sanet", image_points=uv[inside].astype(np.float32),
                            map_points=(X[inside] + offset * query.pose[:3, 2]).astype(np.float32), keyframe_ids=[0])
         ev.weights = np.ones(len(ev.image_points), np.float32)
-        verify_evidence(ev, query.depth, query.rgb, kmap, 24.0)
+        verify_evidence(ev, query.depth, query.rgb, kmap, kmap.centres(), 24.0)
         assert ev.dense_samples > 500
         outcomes[name] = (ev.dense_consistency, PoseSolver().solve(ev))
     assert outcomes["true"][0] > 0.8 and outcomes["true"][1].accepted, outcomes["true"][1].reason
@@ -272,7 +272,7 @@ def test_query_depth_vets_the_evidence_of_depth_blind_methods(sun3d):
     ev = QueryEvidence("q", intr, "sanet", image_points=uv[inside].astype(np.float32),
                        map_points=(X[inside] + [0.30, 0, 0]).astype(np.float32), keyframe_ids=[0])
     ev.weights = np.ones(len(ev.image_points), np.float32)
-    verify_evidence(ev, query.depth, query.rgb, kmap, 24.0)
+    verify_evidence(ev, query.depth, query.rgb, kmap, kmap.centres(), 24.0)
     assert 0.4 <= ev.dense_consistency < 0.65
     est = PoseSolver().solve(ev)
     assert not est.accepted and "needs the depth's confirmation" in est.reason

@@ -89,8 +89,8 @@ MATCHING_SETTINGS = (
 
 def keyframe_matches(matcher, features, image_size, global_descriptor, kf):
     """Matches (query index, keyframe feature index) and similarities against the keyframe's stored rotation whose
-    global descriptor is closest to the query's (1/R of the work)."""
-    sub = kf.rotation_subset(int(np.argmax(kf.global_descriptors @ global_descriptor)))
+    global descriptor is closest to the query's."""
+    sub = kf.closest_rotation_subset(global_descriptor)
     m, sim = matcher(features, image_size, kf.features.subset(sub), (kf.intrinsics.width, kf.intrinsics.height))
     if len(m):
         m[:, 1] = sub[m[:, 1]]

@@ -225,7 +225,7 @@ class FeaturePnP:
         """The fallback matcher on the query's and the keyframe's strongest keypoints (its cost grows with the
         square of their number), indices mapped back to the full sets."""
         k = int(self.conf["fallback_keypoints"])
-        sub = kf.rotation_subset(int(np.argmax(kf.global_descriptors @ gdesc)))
+        sub = kf.closest_rotation_subset(gdesc)
         sub = sub[np.argsort(-kf.features.scores[sub], kind="stable")[:k]]
         qsub = np.argsort(-feats.scores, kind="stable")[:k]
         m, sim = self._fallback(feats.subset(qsub), (intr.width, intr.height), kf.features.subset(sub),

@@ -38,11 +38,6 @@ class InferenceNode(ManagedNode):
         self.engine = self.diag = None
         self._engine_lock = threading.Lock()
 
-    def inference_conf(self) -> dict:
-        """The pipeline's inference settings, as this node's parameters set them (every one is a parameter)."""
-        from relocal_ros.settings import all_settings
-        return {s.name: self.params[s.name] for s in all_settings() if s.stage == "inference"}
-
     # -- lifecycle -------------------------------------------------------------------------------------------
     def configure(self) -> None:
         self.diag = Diagnostics(self, "inference")
@@ -85,7 +80,7 @@ class InferenceNode(ManagedNode):
         try:
             t0 = time.perf_counter()
             kmap = KeyframeMap.load(path)
-            engine = InferenceEngine(kmap, self.inference_conf())
+            engine = InferenceEngine(kmap, self.stage_params("inference"))
             if kmap.intrinsics is not None:  # build the feature network now, not on the first query
                 engine.map.encoder.warm_up(kmap.intrinsics.width, kmap.intrinsics.height)
         except (ValueError, OSError, RuntimeError) as e:  # MapFormatError is a ValueError: keep the previous map

@@ -250,6 +250,11 @@ class ManagedNode(LifecycleNode):
             self._do_cleanup()
         return self._transition("shutdown", run)
 
+    def stage_params(self, stage: str) -> dict:
+        """The pipeline settings of one stage ("inference", "solver") as this node's parameters set them."""
+        from relocal_ros.settings import all_settings
+        return {s.name: self.params[s.name] for s in all_settings() if s.stage == stage}
+
     @property
     def is_active(self) -> bool:
         return self._active

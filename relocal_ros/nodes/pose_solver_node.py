@@ -32,9 +32,7 @@ from relocal_ros.nodes.tf_io import TfIO
 class PoseSolverNode(ManagedNode):
     def __init__(self, **kwargs):
         super().__init__("pose_solver", **kwargs)
-        from relocal_ros.settings import all_settings
-        # the pipeline's solver settings, as this node's parameters set them (every one is a parameter)
-        self.conf = {s.name: self.params[s.name] for s in all_settings() if s.stage == "solver"}
+        self.conf = self.stage_params("solver")  # every solver setting is a parameter of this node
         from relocal_ros.pipeline import PoseSolver
         PoseSolver(self.conf)  # an unknown pnp_scoring / fusion stops the node at start, with its name
         self.solver = self.diag = self.tf = None

@@ -16,7 +16,9 @@ import cv2
 import numpy as np
 
 from relocal_ros.geometry.camera import Intrinsics
-from relocal_ros.solver.pnp import depth_sensor_sigma
+from relocal_ros.settings import setting
+from relocal_ros.solver.pnp import depth_sensor_sigma, solve_pnp_ransac
+from relocal_ros.solver.relative import full_pose
 
 
 @dataclass
@@ -128,22 +130,21 @@ def keyframe_depth_view(kf) -> DepthView | None:
     return DepthView(kf.T_map_cam, kf.intrinsics.scaled(w, h), d, grey)
 
 
-def nearest_keyframes(keyframe_map, T_map_cam: np.ndarray, k: int = 3) -> list[int]:
+def nearest_keyframes(centres: np.ndarray, T_map_cam: np.ndarray, k: int = 3) -> list[int]:
     """The k keyframes whose centres are closest to a pose's (views to check a pose that came without retrieval)."""
-    centres = keyframe_map.centres()
     if len(centres) == 0:
         return []
     return [int(i) for i in np.argsort(np.linalg.norm(centres - T_map_cam[:3, 3], axis=1), kind="stable")[:k]]
 
 
-def verify_evidence(ev, depth: np.ndarray, rgb: np.ndarray, keyframe_map, reproj_px: float) -> None:
+def verify_evidence(ev, depth: np.ndarray, rgb: np.ndarray, keyframe_map, centres: np.ndarray,
+                    reproj_px: float) -> None:
     """Dense depth check of the evidence of a method that does not check it itself (learned methods): with the
     query's depth, the pose its correspondences give (PnP-RANSAC), or each relative-pose hypothesis, is compared
     with the retrieved keyframes' depth, as the feature-matching path does. Correspondences: ev.dense_* are set and
     the solver accepts or refuses on them. Relative poses: hypotheses whose pose the query's depth contradicts
-    (agreement below MIN_DENSE_CONSISTENCY's floor) are dropped before fusion; the rest carry on."""
-    from relocal_ros.settings import setting
-    from relocal_ros.solver.relative import full_pose
+    (agreement below the solver's default min_dense_consistency_floor) are dropped before fusion; the rest carry on.
+    centres: the map's keyframe centres (the engine keeps them), for evidence that came without retrieval."""
     floor = setting("min_dense_consistency_floor").default
     samples = sample_query_points(depth, ev.intrinsics, rgb=rgb)
     if len(samples[0]) == 0:
@@ -169,11 +170,10 @@ def verify_evidence(ev, depth: np.ndarray, rgb: np.ndarray, keyframe_map, reproj
         return
     if len(ev.image_points) < 6:
         return
-    from relocal_ros.solver.pnp import solve_pnp_ransac
     T = solve_pnp_ransac(ev.image_points, ev.map_points, ev.intrinsics, reproj_px, 300).T_map_cam
     if T is None:
         return
-    chk = check(T, ev.keyframe_ids or nearest_keyframes(keyframe_map, T))
+    chk = check(T, ev.keyframe_ids or nearest_keyframes(centres, T))
     if chk is not None:
         ev.dense_consistency, ev.dense_judged, ev.dense_samples = chk.consistency, chk.judged, chk.samples
         ev.dense_photometric = chk.photometric
