@@ -17,6 +17,9 @@ class RelativePoseHypothesis:
     scale: float = float("nan")     # metres; NaN when the network gives only a direction
     uncertainty: float = float("nan")   # MC-dropout angular sd of the translation direction (deg); NaN: not sampled
     translation_samples: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))  # MC query centres, kf frame
+    # share of the query's depth samples that agree with the keyframes' depth under this hypothesis (set by the
+    # engine's check, solver/verification.py); the solver drops those below its floor. NaN: not checked
+    dense_consistency: float = float("nan")
 
 
 @dataclass

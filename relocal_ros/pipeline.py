@@ -277,10 +277,18 @@ class PoseSolver:
 
     def _solve_relative(self, ev: QueryEvidence, est: PoseEstimate, t0: float) -> PoseEstimate:
         c = self.conf
-        res = fuse(ev.hypotheses, c["fusion"])
+        # hypotheses that the query's depth contradicts (the engine's check, solver/verification.py) never vote
+        floor = c["min_dense_consistency_floor"]
+        hyps = [h for h in ev.hypotheses if not h.dense_consistency < floor]  # NaN (not checked) stays
+        est.scores["depth_contradicted"] = len(ev.hypotheses) - len(hyps)
+        if ev.hypotheses and not hyps:
+            est.reason = (f"the query's depth contradicts all {len(ev.hypotheses)} relative-pose hypotheses "
+                          f"(agreement < {floor:.0%})")
+            return est
+        res = fuse(hyps, c["fusion"])
         est.timings["solve"] = time.perf_counter() - t0
         est.inliers = len(res.inliers)
-        est.inlier_ratio = len(res.inliers) / max(len(ev.hypotheses), 1)
+        est.inlier_ratio = len(res.inliers) / max(len(hyps), 1)
         need = min(c["min_relative_inliers"], FUSION_MIN_AGREEING.get(c["fusion"], c["min_relative_inliers"]))
         if res.T_map_cam is None or est.inliers < need:
             est.reason = res.reason or f"{est.inliers} agreeing relative poses < {need}"

@@ -193,7 +193,7 @@ def test_exrenet_method_in_the_pipeline(runner, tmp_path):
     scene = generate_scene(tmp_path / "scene", seed=3, width=160, height=120, n_map=24, n_query=4, workers=1,
                            progress=False)
     kmap = build_map(SevenScenesSequence(scene / "seq-01"), {"rotations": [0.0]}, progress=False)
-    # use_depth off: the raw network output per keyframe (the depth check may drop hypotheses it contradicts)
+    # use_depth off: the raw network output per keyframe (with depth, each hypothesis would carry its agreement)
     reloc = Relocalizer(kmap, {"inference": {"method": "exrenet", "mc_samples": 20, "backend": "onnxruntime",
                                              "use_depth": False}})
     method = reloc.engine.method

@@ -36,6 +36,7 @@ def make_evidence() -> QueryEvidence:
         h.keyframe_pose.position.x, h.keyframe_pose.orientation.w = float(kf), 1.0
         h.relative_pose.position.z, h.relative_pose.orientation.w = 1.0, 1.0
         h.translation_samples = np.array([0.0, 0.1, 0.99, 0.01, 0.0, 1.0], dtype=np.float64)
+        h.dense_consistency = 0.5 if kf == 7 else -1.0  # -1: not checked (the message's default)
         ev.hypotheses.append(h)
     ev.inference_seconds = 0.042
     ev.refusal = ""
@@ -55,6 +56,7 @@ def assert_same_evidence(got: QueryEvidence, ref: QueryEvidence):
         assert g.relative_pose == r.relative_pose and g.uncertainty == r.uncertainty
         assert (math.isnan(g.scale) and math.isnan(r.scale)) or g.scale == r.scale
         np.testing.assert_array_equal(g.translation_samples, r.translation_samples)
+        assert g.dense_consistency == r.dense_consistency
     assert got.inference_seconds == ref.inference_seconds
 
 
@@ -69,7 +71,8 @@ def test_field_types_are_as_specified():
         "inference_seconds", "map_pose_sigma_m", "map_pose_sigma_deg", "refusal", "independent", "query_points",
         "dense_consistency", "dense_judged", "dense_samples", "dense_photometric", "fallback"}
     assert set(RelativePoseHypothesis.get_fields_and_field_types()) == {
-        "keyframe_id", "keyframe_pose", "relative_pose", "scale", "uncertainty", "translation_samples"}
+        "keyframe_id", "keyframe_pose", "relative_pose", "scale", "uncertainty", "translation_samples",
+        "dense_consistency"}
 
 
 def test_serialize_round_trip():

@@ -242,10 +242,31 @@ def test_query_depth_vets_the_evidence_of_depth_blind_methods(sun3d):
     ev = QueryEvidence("q", query.intrinsics, "exrenet")
     ev.hypotheses = [RelativePoseHypothesis(0, kmap.keyframes[0].T_map_cam, T, scale) for T in (wrong, T_kf_q)]
     verify_evidence(ev, query.depth, query.rgb, kmap, kmap.centres(), 4.0)
-    assert len(ev.hypotheses) == 1 and np.allclose(ev.hypotheses[0].T_kf_query, T_kf_q) and not ev.refusal
-    ev.hypotheses = ev.hypotheses[:0] + [RelativePoseHypothesis(0, kmap.keyframes[0].T_map_cam, wrong, scale)]
-    verify_evidence(ev, query.depth, query.rgb, kmap, kmap.centres(), 4.0)
-    assert not ev.hypotheses and "contradicts" in ev.refusal
+    agreement = [h.dense_consistency for h in ev.hypotheses]
+    assert agreement[0] < 0.4 < 0.8 < agreement[1] and not ev.refusal, agreement
+    # what the engine found reaches the solver node: each hypothesis's agreement, and "not checked" stays NaN
+    from rclpy.serialization import deserialize_message, serialize_message
+    from relocal_msgs.msg import QueryEvidence as Msg
+    from std_msgs.msg import Header
+
+    from relocal_ros.nodes.conversions import evidence_from_msg, evidence_to_msg
+    unchecked = RelativePoseHypothesis(0, kmap.keyframes[0].T_map_cam, T_kf_q)  # no scale: nothing to check
+    ev.hypotheses.append(unchecked)
+    back = evidence_from_msg(deserialize_message(serialize_message(evidence_to_msg(ev, Header())), Msg))
+    assert [h.dense_consistency for h in back.hypotheses[:2]] == pytest.approx(agreement)
+    assert np.isnan(back.hypotheses[2].dense_consistency)
+    ev.hypotheses.pop()
+    # the solver drops what its floor calls contradicted: the true hypothesis alone is fused, the wrong one alone
+    # is refused, whatever the fusion would make of it
+    solver = PoseSolver({"fusion": "rrpr"})
+    est = solver.solve(ev)
+    assert est.accepted and est.scores["depth_contradicted"] == 1, est.reason
+    assert pose_error(est.T_map_cam, query.pose)[0] < 0.01
+    ev.hypotheses = ev.hypotheses[:1]
+    est = solver.solve(ev)
+    assert not est.accepted and "contradicts all 1" in est.reason
+    # a laxer floor lets it through: the decision is the solver's setting, not the engine's
+    assert PoseSolver({"fusion": "rrpr", "min_dense_consistency_floor": 0.0}).solve(ev).scores["depth_contradicted"] == 0
 
     # 2D-3D: the keyframe's 3D points seen by the query at its true pose (as a scene-coordinate method predicts them)
     X = kmap.keyframes[0].points3d

@@ -186,7 +186,7 @@ class SiftExtractor(FeatureExtractor):
     def _extract(self, rgb):
         grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         kps, desc = self.sift.detectAndCompute(grey, None)
-        if desc is None:
+        if desc is None or len(kps) == 0:  # OpenCV gives None, or an empty array, for a featureless image
             return LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32), np.zeros(0, np.float32))
         desc = np.sqrt(desc / np.maximum(desc.sum(1, keepdims=True), 1e-6))  # RootSIFT: better matching, unit norm
         return LocalFeatures(np.array([k.pt for k in kps], np.float32), desc.astype(np.float32),

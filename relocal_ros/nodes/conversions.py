@@ -101,6 +101,8 @@ def evidence_to_msg(ev: QueryEvidence, header):
         hm.relative_pose = pose_msg_from_T(h.T_kf_query)
         hm.scale, hm.uncertainty = float(h.scale), float(h.uncertainty)
         hm.translation_samples = np.asarray(h.translation_samples, float).reshape(-1).tolist()
+        if hasattr(hm, "dense_consistency"):  # relocal_msgs before this field: the check's result stays behind
+            hm.dense_consistency = float(h.dense_consistency) if np.isfinite(h.dense_consistency) else -1.0
         m.hypotheses.append(hm)
     m.inference_seconds = float(ev.inference_seconds)
     m.refusal = ev.refusal
@@ -136,13 +138,19 @@ def _optional_from_msg(m, ev) -> None:
             setattr(ev, name, kind(getattr(m, name)))
 
 
+def _checked_share(value: float) -> float:
+    """A message's share (negative: not checked, the message's default) as the dataclass holds it (NaN)."""
+    return float(value) if value >= 0 else float("nan")
+
+
 def evidence_from_msg(m) -> QueryEvidence:
     intr = None
     if m.camera_info.width > 0 and m.camera_info.k[0] > 0:
         intr = Intrinsics.from_camera_info(m.camera_info)
     hyps = [RelativePoseHypothesis(int(h.keyframe_id), T_from_pose_msg(h.keyframe_pose), T_from_pose_msg(h.relative_pose),
                                    float(h.scale), float(h.uncertainty),
-                                   np.asarray(h.translation_samples, float).reshape(-1, 3))
+                                   np.asarray(h.translation_samples, float).reshape(-1, 3),
+                                   _checked_share(getattr(h, "dense_consistency", -1.0)))
             for h in m.hypotheses]
     ev = QueryEvidence(msg_stamp_str(m.header.stamp), intr, m.method,
                        np.asarray(m.image_points, np.float32).reshape(-1, 2),

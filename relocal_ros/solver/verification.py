@@ -16,7 +16,6 @@ import cv2
 import numpy as np
 
 from relocal_ros.geometry.camera import Intrinsics
-from relocal_ros.settings import setting
 from relocal_ros.solver.pnp import depth_sensor_sigma, solve_pnp_ransac
 from relocal_ros.solver.relative import full_pose
 
@@ -142,10 +141,9 @@ def verify_evidence(ev, depth: np.ndarray, rgb: np.ndarray, keyframe_map, centre
     """Dense depth check of the evidence of a method that does not check it itself (learned methods): with the
     query's depth, the pose its correspondences give (PnP-RANSAC), or each relative-pose hypothesis, is compared
     with the retrieved keyframes' depth, as the feature-matching path does. Correspondences: ev.dense_* are set and
-    the solver accepts or refuses on them. Relative poses: hypotheses whose pose the query's depth contradicts
-    (agreement below the solver's default min_dense_consistency_floor) are dropped before fusion; the rest carry on.
+    the solver accepts or refuses on them. Relative poses: each hypothesis with a scale carries the share of the
+    query's depth that agrees with the map under it (h.dense_consistency); the solver drops those below its floor.
     centres: the map's keyframe centres (the engine keeps them), for evidence that came without retrieval."""
-    floor = setting("min_dense_consistency_floor").default
     samples = sample_query_points(depth, ev.intrinsics, rgb=rgb)
     if len(samples[0]) == 0:
         return
@@ -155,18 +153,11 @@ def verify_evidence(ev, depth: np.ndarray, rgb: np.ndarray, keyframe_map, centre
         return dense_consistency(T, samples[0], views, query_grey=samples[1]) if views else None
 
     if ev.hypotheses:
-        kept = []
         for h in ev.hypotheses:
-            if not np.isfinite(h.scale):  # a direction only: no pose to check
-                kept.append(h)
-                continue
-            chk = check(full_pose(h), [h.keyframe_id])
-            if chk is None or not chk.judged or chk.consistency >= floor:
-                kept.append(h)
-        if not kept:
-            ev.refusal = (f"the query's depth contradicts all {len(ev.hypotheses)} relative-pose hypotheses "
-                          f"(agreement < {floor:.0%})")
-        ev.hypotheses = kept
+            if np.isfinite(h.scale):  # a direction only has no pose to check
+                chk = check(full_pose(h), [h.keyframe_id])
+                if chk is not None and chk.judged:
+                    h.dense_consistency = chk.consistency
         return
     if len(ev.image_points) < 6:
         return

@@ -454,26 +454,18 @@ def _progress(state: dict, steps, t_start: float) -> dict:
             "seconds_total": round(state["prep_seconds"] + sum(state["seconds"].values()), 1)}
 
 
+def _report(meta: dict, map_path: str) -> None:
+    print(f"trained {meta['seconds_total']:.0f} s in all, iterations {meta['iterations']}; validation scene-"
+          f"coordinate median error {meta.get('val_median_cm', float('nan')):.1f} cm (mean scene point: "
+          f"{meta.get('val_baseline_median_cm', float('nan')):.1f} cm); head in {Path(map_path) / SC_DIR}")
+
+
 def main(argv=None) -> int:
     """`python -m relocal_ros.networks.dsacpp.train MAP [--budget S] [--no-resume]` (what `relocal train-scene`
     runs)."""
-    import argparse
-    ap = argparse.ArgumentParser(description="Train the map's DSAC++ scene-coordinate head (stored in MAP/"
-                                 f"{SC_DIR}/)")
-    ap.add_argument("map")
-    ap.add_argument("--budget", type=float, default=600.0, help="wall seconds for this map in all (default 600)")
-    ap.add_argument("--no-resume", action="store_true", help="start from scratch instead of the checkpoint")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    a = ap.parse_args(argv)
-    try:
-        meta = train_scene(a.map, a.budget, resume=not a.no_resume, progress=True, conf={"threads": a.threads})
-    except (ValueError, OSError) as e:  # MapFormatError and CheckpointError are ValueErrors
-        print(f"train-scene: {e}")
-        return 1
-    print(f"trained {meta['seconds_total']:.0f} s in all, iterations {meta['iterations']}; validation scene-"
-          f"coordinate median error {meta.get('val_median_cm', float('nan')):.1f} cm (mean scene point: "
-          f"{meta.get('val_baseline_median_cm', float('nan')):.1f} cm); head in {Path(a.map) / SC_DIR}")
-    return 0
+    from relocal_ros.networks.train_scene_cli import run_train_scene
+    return run_train_scene(argv, f"Train the map's DSAC++ scene-coordinate head (stored in MAP/{SC_DIR}/)",
+                           "start from scratch instead of the checkpoint", train_scene, _report)
 
 
 if __name__ == "__main__":

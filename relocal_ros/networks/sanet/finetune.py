@@ -242,29 +242,22 @@ def train_scene(map_dir, budget_s: float = 600, resume: bool = True, progress: b
     return meta
 
 
-def main(argv=None) -> int:
-    """`python -m relocal_ros.networks.sanet.finetune MAP [--budget S] [--no-resume]` (what `relocal train-scene
-    --method sanet` runs)."""
-    import argparse
-    ap = argparse.ArgumentParser(description=f"Fine-tune SANet on the map's keyframes (stored in MAP/{FT_DIR}/)")
-    ap.add_argument("map")
-    ap.add_argument("--budget", type=float, default=600.0, help="wall seconds for this map in all (default 600)")
-    ap.add_argument("--no-resume", action="store_true", help="start from the shipped weights again")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    a = ap.parse_args(argv)
-    try:
-        meta = train_scene(a.map, a.budget, resume=not a.no_resume, progress=True, conf={"threads": a.threads})
-    except (ValueError, OSError) as e:  # MapFormatError is a ValueError
-        print(f"train-scene: {e}")
-        return 1
+def _report(meta: dict, map_path: str) -> None:
     b, f = meta["validation_before"], meta["validation_finetuned"]
     print(f"fine-tuned {meta['seconds_total']:.0f} s in all ({meta['steps']} steps) on {meta['train_keyframes']} "
           f"keyframes; held-out keyframes ({meta['validation_keyframes']}): median scene-coordinate error "
           f"{100 * b['median_error_m']:.1f} cm (initial weights) -> {100 * f['median_error_m']:.1f} cm "
           f"(fine-tuned), within 10 cm {b['within_0.1m']:.0%} -> {f['within_0.1m']:.0%}")
     kept = "the initial weights (fine-tuning did not beat them)" if meta["initial_weights_kept"] else "fine-tuned"
-    print(f"the map's SANet weights ({kept}): {Path(a.map) / FT_DIR / WEIGHTS_NAME}")
-    return 0
+    print(f"the map's SANet weights ({kept}): {Path(map_path) / FT_DIR / WEIGHTS_NAME}")
+
+
+def main(argv=None) -> int:
+    """`python -m relocal_ros.networks.sanet.finetune MAP [--budget S] [--no-resume]` (what `relocal train-scene
+    --method sanet` runs)."""
+    from relocal_ros.networks.train_scene_cli import run_train_scene
+    return run_train_scene(argv, f"Fine-tune SANet on the map's keyframes (stored in MAP/{FT_DIR}/)",
+                           "start from the shipped weights again", train_scene, _report)
 
 
 if __name__ == "__main__":
