@@ -161,3 +161,29 @@ def test_lifecycle_services_drive_a_node_started_without_autostart(own_domain, t
             log.close()
             print((tmp_path / "solver.log").read_text()[-3000:])
     assert proc.returncode == 0, proc.returncode
+
+
+def test_solver_without_odometry_sends_map_to_base_without_waiting_for_it(own_domain):
+    """No odom frame anywhere (a camera-only robot, or a bag without odometry): map->base_link is sent at once.
+    Before, each accepted pose waited tf_timeout for an odom->base_link that could not come, blocking the solver's
+    callback so the next image's evidence waited behind it. The lookups a real TfIO is asked for are recorded."""
+    import numpy as np
+
+    from relocal_ros.nodes.pose_solver_node import PoseSolverNode
+    rclpy.init()
+    try:
+        node = PoseSolverNode()
+        node.trigger_configure()
+        node.trigger_activate()
+        asked, sent = [], []
+        lookup, send = node.tf.lookup, node.tf.send_ns
+        node.tf.lookup = lambda *a: asked.append(a) or lookup(*a)
+        node.tf.send_ns = lambda T, parent, child, stamp: sent.append((parent, child)) or send(T, parent, child, stamp)
+        node._update_tf(node.tf, np.eye(4), 1_700_000_000_000_000_000)
+        assert [a[:2] for a in asked] == [("odom", "base_link")] and asked[0][3] == 0.0, asked
+        assert sent and set(sent) == {("map", "base_link")}, sent
+        node.trigger_deactivate()
+        node.trigger_cleanup()
+        node.destroy_node()
+    finally:
+        rclpy.shutdown()

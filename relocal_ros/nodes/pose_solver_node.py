@@ -147,7 +147,10 @@ class PoseSolverNode(ManagedNode):
     def _update_tf(self, tf: TfIO, T_map_base, t_ns: int) -> None:
         parent, child, T_odom_base = self.map_frame, self.base_frame, None
         if self.odom_frame:
-            T_odom_base = tf.lookup(self.odom_frame, self.base_frame, t_ns, self.tf_timeout)
+            # wait for odometry at the image's time only when there is odometry at all: without an odom frame every
+            # pose blocked this callback for tf_timeout, and the next evidence waited behind it (100 ms at 7.5 Hz)
+            wait = self.tf_timeout if tf.frame_known(self.odom_frame) else 0.0
+            T_odom_base = tf.lookup(self.odom_frame, self.base_frame, t_ns, wait)
             if T_odom_base is not None:
                 child = self.odom_frame
             elif tf.frame_known(self.odom_frame):
