@@ -7,6 +7,8 @@ Scenes (from ../shared/data, each skipped with a note when absent):
   fr1_desk         the same sparse map; queries = the 5 frames of fr1_desk (another recording of the office)
   sun3d-frag1      SUN3D study room, fragment 1: map = its first 60 %, queries = the rest
   sun3d-frag2      the same for fragment 2
+  sun3d-fragN-sparse  the same splits with keyframes >= 0.3 m / 20 deg apart: 1 (fragment 1) or 2 keyframes, the
+                   queries 0.27-0.28 m (median) from the nearest one, 15 deg (fragment 1) or 3 deg (fragment 2)
   sun3d-cross      map = all of fragment 1, queries = fragment 2 (a different view of repetitive cubicles; the two
                    fragments' ground truths disagree by ~10 cm, so "correct" here is 15 cm / 10 deg)
   stairs           7-Scenes stairs sample: map = seq-02 + seq-03 (TrainSplit), queries = seq-01 + seq-04
@@ -125,6 +127,9 @@ def scenes(data: Path, work: Path, synthetic_seeds=()):
             cut = int(round(0.6 * len(fs)))
             yield (f"sun3d-{name}", subset_tum(sun, work / f"sun_{name}_map", fs[:cut], True), {},
                    subset_tum(sun, work / f"sun_{name}_query", fs[cut:], False), gt, (0.10, 10.0))
+        for name in frags:  # the same splits, a keyframe only every 0.3 m / 20 deg: 1-2 keyframes
+            yield (f"sun3d-{name}-sparse", work / f"sun_{name}_map", sparse, work / f"sun_{name}_query", gt,
+                   (0.10, 10.0))
         yield ("sun3d-cross (frag2 vs frag1 map)", subset_tum(sun, work / "sun_frag1_all", frags["frag1"], True), {},
                subset_tum(sun, work / "sun_frag2_all_q", frags["frag2"], False), gt, (0.15, 10.0))
     else:

@@ -117,3 +117,34 @@ def test_sevenscenes_depth_is_registered_to_colour(sevenscenes_stairs):
             corr.append(np.corrcoef(grey[valid], edges(np.log(np.maximum(d, 0.1)))[valid])[0, 1])
         gains.append(corr[0] - corr[1])
     assert np.mean(gains) > 0.02, gains
+
+
+def test_tum_download_without_calibration_gets_its_cameras_calibration(tum_rpy, tmp_path):
+    """A TUM download has no calibration.yaml: the camera its folder name and rgb.txt header name (freiburg1..3)
+    gives TUM's calibrated intrinsics and distortion, also for a split of it (header kept, images linked), and in
+    a folder that names nothing the 525 px defaults stay; a calibration.yaml always wins."""
+    import os
+
+    from relocal_ros.data.tum import TUM_CAMERAS, TUM_DEFAULT_INTRINSICS
+    src = tmp_path / "rgbd_dataset_freiburg2_xyz"
+    src.mkdir()
+    for name in ("rgb", "depth"):
+        os.symlink((tum_rpy / name).resolve(), src / name)
+    frames = read_file_list(tum_rpy / "rgb.txt")[:10]
+    (src / "rgb.txt").write_text("# color images\n# file: 'rgbd_dataset_freiburg2_xyz.bag'\n# timestamp filename\n"
+                                 + "".join(f"{s} {f}\n" for s, f in frames))
+    (src / "depth.txt").write_text((tum_rpy / "depth.txt").read_text())
+    seq = open_source(src)
+    assert seq.intrinsics == TUM_CAMERAS["freiburg2"] and seq.intrinsics.has_distortion
+    assert seq[0].intrinsics == TUM_CAMERAS["freiburg2"]
+    m, q = split_tum(src, tmp_path / "splits" / "map", tmp_path / "splits" / "query")
+    assert open_source(m).intrinsics == open_source(q).intrinsics == TUM_CAMERAS["freiburg2"]
+    # the header alone names it (images copied elsewhere, folder renamed)
+    plain = tmp_path / "recording"
+    plain.mkdir()
+    (plain / "rgb.txt").write_text((src / "rgb.txt").read_text())
+    assert open_source(plain).intrinsics == TUM_CAMERAS["freiburg2"]
+    (plain / "rgb.txt").write_text("# timestamp filename\n" + "".join(f"{s} {f}\n" for s, f in frames))
+    assert open_source(plain).intrinsics == TUM_DEFAULT_INTRINSICS
+    (src / "calibration.yaml").write_text((tum_rpy / "calibration.yaml").read_text())
+    assert open_source(src).intrinsics == TUM_CAMERAS["freiburg1"]  # the yaml holds fr1's calibration

@@ -6,7 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
-from relocal_ros.data.tum import read_file_list
+from relocal_ros.data.tum import header_lines, read_file_list
 
 
 def _write_list(path: Path, header: str, entries) -> None:
@@ -27,7 +27,9 @@ def split_tum(source, map_out, query_out, ratio: float = 0.6) -> tuple[Path, Pat
             link = out / sub
             if (src / sub).is_dir() and not link.exists():
                 os.symlink(src / sub, link, target_is_directory=True)
-        _write_list(out / "rgb.txt", "# color images (subset)\n# timestamp filename\n", part)
+        # the source's header stays: it names the camera (tum.tum_camera) when there is no calibration.yaml
+        head = "".join(f"{h}\n" for h in header_lines(src / "rgb.txt")) or "# timestamp filename\n"
+        _write_list(out / "rgb.txt", f"# color images (subset of {src.name})\n{head}", part)
         lo, hi = float(part[0][0]) - 0.05, float(part[-1][0]) + 0.05
         _write_list(out / "depth.txt", "# depth maps (subset)\n# timestamp filename\n",
                     [(s, f) for s, f in depth if lo <= float(s) <= hi and ((float(s) < t_cut) == gt)])

@@ -2,6 +2,8 @@
 a subset of the images is a valid source (that is how map/query splits are made); groundtruth.txt is optional."""
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
 
 import cv2
@@ -11,8 +13,22 @@ from relocal_ros.data.frames import RGBDFrame
 from relocal_ros.data.trajectory import PoseTrack
 from relocal_ros.geometry.camera import Intrinsics, load_calibration_yaml
 
-# TUM's own published defaults for an uncalibrated folder (their point-cloud example), used only without calibration.yaml
+log = logging.getLogger(__name__)
+
+# TUM's own published defaults for a camera it cannot name (their point-cloud example), used only without
+# calibration.yaml
 TUM_DEFAULT_INTRINSICS = Intrinsics(525.0, 525.0, 319.5, 239.5, 640, 480)
+# TUM's calibrated colour cameras (the benchmark's camera calibration page; also ORB_SLAM2's TUM1/2/3.yaml), OpenCV
+# radial-tangential model: a TUM download has no calibration.yaml, but names its camera in its folder name and in
+# rgb.txt's header ("# file: 'rgbd_dataset_freiburg2_xyz.bag'"). fr1's k1 = 0.26 moves corner pixels by ~25 px: the
+# 525 default would bend every map point and query ray there. fr3's images are stored undistorted.
+TUM_CAMERAS = {
+    "freiburg1": Intrinsics(517.306408, 516.469215, 318.643040, 255.313989, 640, 480,
+                            (0.262383, -0.953104, -0.005358, 0.002628, 1.163314)),
+    "freiburg2": Intrinsics(520.908620, 521.007327, 325.141442, 249.701764, 640, 480,
+                            (0.231222, -0.784899, -0.003257, -0.000105, 0.917205)),
+    "freiburg3": Intrinsics(535.4, 539.2, 320.1, 247.6, 640, 480),
+}
 TUM_DEPTH_SCALE = 5000.0
 MAX_DEPTH_ASSOCIATION_S = 0.02  # TUM's associate.py default
 
@@ -32,6 +48,31 @@ def read_file_list(path: Path) -> list[tuple[str, str]]:
     return entries
 
 
+def header_lines(path: Path) -> list[str]:
+    """The comment lines at the top of rgb.txt / depth.txt."""
+    out = []
+    with open(path, errors="replace") as f:
+        for line in f:
+            if not line.startswith("#"):
+                break
+            out.append(line.strip())
+    return out
+
+
+def tum_camera(folder: Path, rgb: list[tuple[str, str]]) -> str | None:
+    """Which TUM camera ("freiburg1".."freiburg3") recorded this folder, from what names it: rgb.txt's header, the
+    folder's path, or where its images really are (a split links them); None when nothing does."""
+    folder = Path(folder)
+    clues = header_lines(folder / "rgb.txt") + [str(folder.absolute()), str(folder.resolve())]
+    if rgb:
+        clues.append(str((folder / rgb[0][1]).resolve()))
+    for clue in clues:
+        found = re.findall(r"freiburg([123])", clue)
+        if found:
+            return f"freiburg{found[-1]}"  # the innermost name: a folder may sit under another sequence's
+    return None
+
+
 def is_tum_folder(path: Path) -> bool:
     return Path(path).is_dir() and (Path(path) / "rgb.txt").is_file()
 
@@ -41,13 +82,18 @@ class TumSequence:
         self.folder = Path(folder)
         if not is_tum_folder(self.folder):
             raise FileNotFoundError(f"{folder}: not a TUM RGB-D folder (no rgb.txt)")
+        self.rgb = read_file_list(self.folder / "rgb.txt")
         calib = self.folder / "calibration.yaml"
+        self.camera = None
         if calib.is_file():
             self.intrinsics, scale = load_calibration_yaml(calib)
             self.depth_scale = scale or TUM_DEPTH_SCALE
         else:
-            self.intrinsics, self.depth_scale = TUM_DEFAULT_INTRINSICS, TUM_DEPTH_SCALE
-        self.rgb = read_file_list(self.folder / "rgb.txt")
+            self.camera = tum_camera(self.folder, self.rgb)
+            self.intrinsics = TUM_CAMERAS.get(self.camera, TUM_DEFAULT_INTRINSICS)
+            self.depth_scale = TUM_DEPTH_SCALE
+            log.info("%s: no calibration.yaml; %s", self.folder, f"TUM's calibration of the {self.camera} camera"
+                     if self.camera else "nothing names the camera: TUM's 525 px defaults, no distortion")
         self.depth_for = {}
         if (self.folder / "depth.txt").is_file():
             depth = read_file_list(self.folder / "depth.txt")
