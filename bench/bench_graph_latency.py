@@ -29,6 +29,10 @@ from relocal_ros.nodes.runner import GraphProcesses  # noqa: E402
 from relocal_ros.pipeline import Relocalizer  # noqa: E402
 
 
+WHERE_IMAGES_GO = ("images_received", "frames_dropped", "stale_or_duplicate_stamps", "bad_input", "refused",
+                   "evidence_published", "evidence_received", "poses_published", "last_refusal")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data", type=Path,
@@ -36,6 +40,7 @@ def main():
     ap.add_argument("--rates", type=float, nargs="*", default=[1.0, 0.4], help="replay speed factors")
     ap.add_argument("--node-arg", action="append", default=[], dest="ros_args", metavar="ARG",
                     help="a node parameter, repeatable: --node-arg pose_solver:tf_broadcast:=false (where the time goes)")
+    ap.add_argument("--log-dir", type=Path, default=None, help="keep the nodes' logs here (default: dropped)")
     a = ap.parse_args()
     rpy = a.data / "tum_rgbd" / "rgbd_dataset_freiburg1_rpy"
     if not (rpy / "rgb.txt").is_file():
@@ -65,7 +70,9 @@ def main():
                 "-p", "inference_node:use_depth:=true", *[x for arg in a.ros_args for x in ("-p", arg)]]
         for rate in a.rates:
             est = work / f"est_{rate}.txt"
-            with GraphProcesses(str(work / "map"), extra=args, log_dir=work):
+            logs = a.log_dir / f"rate_{rate}" if a.log_dir else work
+            logs.mkdir(parents=True, exist_ok=True)
+            with GraphProcesses(str(work / "map"), extra=args, log_dir=logs):
                 report = replay_bag(bag, est, rate=rate, base_frame="camera_link")
             acc = evaluate_trajectory(est, rpy / "groundtruth.txt", [queries[i].stamp for i in range(len(queries))])
             gl = np.asarray(report.latencies_s) * 1000
@@ -80,6 +87,11 @@ def main():
                 print(f"  where the time goes (p50/p95 ms): image published -> evidence received "
                       f"{p(report.to_evidence_s)}, of which the inference node's compute {p(report.inference_s)}; "
                       f"evidence -> pose received {p(report.evidence_to_pose_s)}")
+            # where images went missing: the nodes' own counts, from their last /diagnostics
+            for name, values in sorted(report.diagnostics.items()):
+                keep = {k: v for k, v in values.items() if k in WHERE_IMAGES_GO}
+                if keep:
+                    print(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in keep.items()))
 
 
 if __name__ == "__main__":

@@ -70,6 +70,8 @@ def replay_bag(bag, out_tum=None, rate: float = 1.0, topics: BagTopics = DEFAULT
     messages, topics = _read_bag(bag, topics)
     own_context = not rclpy.ok()
     if own_context:
+        from relocal_ros.nodes.dds_profile import use_large_data_profile
+        use_large_data_profile()  # the images it publishes, by shared memory (config/fastdds_large_data.xml)
         rclpy.init(args=[])  # not sys.argv: a caller's own options are not ROS arguments
     node = rclpy.create_node(node_name)
     ex = SingleThreadedExecutor()

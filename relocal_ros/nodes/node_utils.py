@@ -283,6 +283,9 @@ def run_node(node_cls, args=None) -> None:
 
     import rclpy
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+
+    from relocal_ros.nodes.dds_profile import use_large_data_profile
+    use_large_data_profile()  # before the first participant: camera images by shared memory (config/fastdds_*.xml)
     rclpy.init(args=args)
     node = None
     code = 0
