@@ -122,10 +122,8 @@ def _cmd_split(a) -> int:
 
 def _cmd_train_scene(a) -> int:
     if a.method == "exrenet":
-        print("relocal train-scene: error: --method exrenet: per-map fine-tuning of ExReNet is not implemented yet "
-              "(sanet and dsacpp are)", file=sys.stderr)
-        return 2
-    if a.method == "sanet":
+        from relocal_ros.networks.exrenet.finetune import main as train_scene_main
+    elif a.method == "sanet":
         from relocal_ros.networks.sanet.finetune import main as train_scene_main
     else:
         from relocal_ros.networks.dsacpp.train import main as train_scene_main
@@ -184,12 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_localize)
 
     s = sub.add_parser("train-scene", help="train the map's DSAC++ scene-coordinate head (--method dsacpp, stored in "
-                       "MAP/scene_coordinates) or fine-tune SANet on the map's keyframes (--method sanet, stored in "
-                       "MAP/sanet); resumable")
+                       "MAP/scene_coordinates), or fine-tune SANet on the map's keyframes (--method sanet, stored in "
+                       "MAP/sanet) or ExReNet on pairs of them (--method exrenet, stored in MAP/exrenet); resumable")
     s.add_argument("map")
     s.add_argument("--method", default="dsacpp", choices=["dsacpp", "sanet", "exrenet"],
-                   help="what to train for this map (default dsacpp); sanet starts from the shipped weights and "
-                        "prints their validation error on held-out keyframes before / after")
+                   help="what to train for this map (default dsacpp); sanet and exrenet start from the shipped "
+                        "weights and print their validation error on held-out keyframes before / after")
     s.add_argument("--budget", type=float, default=600.0,
                    help="wall-clock seconds for this map in all, earlier runs included (default 600)")
     s.add_argument("--no-resume", action="store_true", help="start again instead of continuing the checkpoint")

@@ -253,3 +253,41 @@ def test_inference_node_runs_exrenet_with_its_parameters(tmp_path, own_domain):
             assert all(g.alive().values())
         finally:
             probe.close()
+
+
+@pytest.mark.slow
+def test_train_scene_fine_tunes_on_pairs_of_the_maps_keyframes(tmp_path, caplog):
+    """`relocal train-scene MAP --method exrenet` (networks/exrenet/finetune.py): pairs of overlapping keyframes with
+    their true relative poses, a held-out validation before / after, never worse than the initial weights on it,
+    stored in MAP/exrenet and then used by the method; resumable; a changed map is not given them."""
+    from relocal_ros.data.sevenscenes import SevenScenesSequence
+    from relocal_ros.data.synth import generate_scene
+    from relocal_ros.mapping.builder import build_map
+    from relocal_ros.mapping.keyframe_map import KeyframeMap
+    from relocal_ros.networks.exrenet import finetune
+    from relocal_ros.pipeline import Relocalizer
+    scene = generate_scene(tmp_path / "scene", seed=3, width=160, height=120, n_map=40, n_query=2, workers=1,
+                           progress=False)
+    build_map(SevenScenesSequence(scene / "seq-01"), {"rotations": [0.0]}, progress=False).save(tmp_path / "map")
+    meta = finetune.train_scene(tmp_path / "map", budget_s=35, progress=False, conf={"validations": 3})
+    assert meta["complete"] and meta["train_pairs"] > 0 and meta["validation_pairs"] > 0 and meta["iterations"] > 0
+    score = {k: meta[k]["rotation_deg"] + meta[k]["direction_deg"]
+             for k in ("validation_before", "validation_finetuned", "validation_after")}
+    assert all(np.isfinite(v) for v in score.values())
+    assert score["validation_after"] == min(score["validation_before"], score["validation_finetuned"])
+    kmap = KeyframeMap.load(tmp_path / "map")
+    path, why = finetune.map_weights(kmap)
+    assert path.endswith("exrenet_finetuned.pt") and not why
+    conf = {"inference": {"method": "exrenet", "mc_samples": 5, "backend": "onnxruntime", "use_depth": False}}
+    assert Relocalizer(kmap, conf).engine.method.weights == path
+    # resumed with the budget already spent: nothing to do
+    again = finetune.train_scene(tmp_path / "map", budget_s=35, progress=False)
+    assert again["seconds_total"] == meta["seconds_total"] and again["iterations"] == meta["iterations"]
+    # another version of the map (a keyframe moved): the shipped weights, with a warning that says why
+    kmap.keyframes[1].T_map_cam[0, 3] += 0.5
+    kmap.save(tmp_path / "other")
+    import shutil
+    shutil.copytree(tmp_path / "map" / "exrenet", tmp_path / "other" / "exrenet")
+    with caplog.at_level("WARNING"):
+        method = Relocalizer(KeyframeMap.load(tmp_path / "other"), conf).engine.method
+    assert method.weights == "" and "another version" in caplog.text

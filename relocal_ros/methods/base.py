@@ -95,3 +95,19 @@ def keyframe_matches(matcher, features, image_size, global_descriptor, kf):
     if len(m):
         m[:, 1] = sub[m[:, 1]]
     return m, sim
+
+
+def map_weights_or_shipped(store, keyframe_map, method: str) -> str:
+    """The map's fine-tuned weights for a network method (networks/map_weights.py) when they are valid for it, else
+    "" (the shipped weights), saying which and why: a warning when the map has fine-tuned weights that cannot be
+    used (another map version, unfinished, corrupt), so nobody believes a fine-tuning is in use when it is not."""
+    import logging
+    log = logging.getLogger(__name__)
+    path, why = store.weights_for(keyframe_map)
+    if path:
+        log.info("%s: the map's fine-tuned weights %s", method, path)
+    elif getattr(keyframe_map, "path", None) and store.dir(keyframe_map.path).exists():
+        log.warning("%s: shipped weights, not the map's fine-tuned ones: %s", method, why)
+    else:
+        log.info("%s: shipped weights (%s)", method, why)
+    return path

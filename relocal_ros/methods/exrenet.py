@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from relocal_ros.methods.base import NETWORK_SETTINGS, RELATIVE_POSES, Query, SolverTraits
+from relocal_ros.methods.base import (NETWORK_SETTINGS, RELATIVE_POSES, Query, SolverTraits,
+                                      map_weights_or_shipped)
 from relocal_ros.settings import Setting
 
 
@@ -19,9 +20,13 @@ class Exrenet:
     solver = SolverTraits()
 
     def __init__(self, keyframe_map, conf: dict):
-        from relocal_ros.networks.exrenet.runtime import ExReNetRunner  # torch: only when the method is chosen
+        """Weights: the `weights` setting when it names a file, else the map's fine-tuned ones (`relocal
+        train-scene MAP --method exrenet`) when they are valid for this map, else the shipped ones."""
+        from relocal_ros.networks.exrenet.finetune import STORE  # torch: only when the method is chosen
+        from relocal_ros.networks.exrenet.runtime import ExReNetRunner
         self.map = keyframe_map
-        self.runner = ExReNetRunner(conf["weights"] or None, conf["backend"], conf["mc_samples"],
+        self.weights = conf["weights"] or map_weights_or_shipped(STORE, keyframe_map, self.name)
+        self.runner = ExReNetRunner(self.weights or None, conf["backend"], conf["mc_samples"],
                                     conf["network_threads"], seed=0)
         self.features: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for kf in keyframe_map.keyframes:

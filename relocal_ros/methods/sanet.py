@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from relocal_ros.methods.base import CORRESPONDENCES, NETWORK_SETTINGS, Query, SolverTraits
+from relocal_ros.methods.base import CORRESPONDENCES, NETWORK_SETTINGS, Query, SolverTraits, map_weights_or_shipped
 from relocal_ros.settings import Setting
 
 _N = ("inference_node",)
@@ -42,18 +42,8 @@ class Sanet:
         self.min_confidence = float(conf["sanet_min_confidence"])
         self.weights = conf["weights"]
         if not self.weights and runner is None:
-            import logging
-            from pathlib import Path
-
-            from relocal_ros.networks.sanet.finetune import FT_DIR, map_weights
-            self.weights, why = map_weights(keyframe_map)
-            log = logging.getLogger(__name__)
-            if self.weights:
-                log.info("sanet: the map's fine-tuned weights %s", self.weights)
-            elif getattr(keyframe_map, "path", None) and (Path(keyframe_map.path) / FT_DIR).exists():
-                log.warning("sanet: shipped weights, not the map's fine-tuned ones: %s", why)
-            else:
-                log.info("sanet: shipped weights (%s)", why)
+            from relocal_ros.networks.sanet.finetune import STORE
+            self.weights = map_weights_or_shipped(STORE, keyframe_map, self.name)
         self.runner = runner or SanetRunner(keyframe_map, {
             "weights": self.weights, "backend": conf["backend"], "threads": conf["network_threads"],
             "max_references": conf["sanet_max_references"], "min_scene_points": conf["sanet_min_scene_points"]})

@@ -69,6 +69,14 @@ def canonical_view(rgb: np.ndarray, intr: Intrinsics) -> np.ndarray:
     return cv2.remap(rgb, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
 
+def canonical_depth(depth: np.ndarray, intr: Intrinsics) -> np.ndarray:
+    """A depth image resampled to the canonical camera like canonical_view, nearest-neighbour (no blending across
+    depth edges), 0 where it has none (per-map fine-tuning's auxiliary targets, exrenet/finetune.py)."""
+    mx, my = _canonical_maps(intr.fx, intr.fy, intr.cx, intr.cy, intr.width, intr.height, tuple(intr.dist))
+    return cv2.remap(np.asarray(depth, np.float32), mx, my, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
+                     borderValue=0.0)
+
+
 @lru_cache(maxsize=16)
 def _canonical_maps(fx, fy, cx, cy, width, height, dist):
     K = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], np.float64)

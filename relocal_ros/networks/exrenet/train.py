@@ -109,7 +109,17 @@ class PairCache:
         self.parts: dict[str, list] = {k: [] for k in ("xa", "xb", "da", "db", "Ta", "Tb")}
         self.n = 0
 
+    @classmethod
+    def from_arrays(cls, arrays: dict) -> "PairCache":
+        """Pairs already in memory (xa, xb, da, db, Ta, Tb; e.g. a map's keyframe pairs, exrenet/finetune.py)."""
+        cache = cls(Path("."), max_pairs=0)
+        cache.parts = {k: [np.asarray(arrays[k])] for k in cache.parts}
+        cache.n = len(arrays["xa"])
+        return cache
+
     def refresh(self) -> int:
+        if self.max_pairs == 0:  # in memory only
+            return self.n
         for path in sorted(self.dir.glob("chunk-*.npz")):
             if path.name in self.seen or self.n >= self.max_pairs:
                 continue

@@ -36,6 +36,7 @@ from tqdm import tqdm
 from relocal_ros.io_utils import atomic_write_bytes, file_sha256
 from relocal_ros.mapping.keyframe_map import KeyframeMap
 from relocal_ros.networks.layers import load_xfeat_backbone
+from relocal_ros.networks.map_weights import MapWeightsStore, keyframes_fingerprint
 from relocal_ros.networks.sanet.model import XFeatPyramid, load_weights, save_weights, pooled_coordinates, prepare_image
 from relocal_ros.networks.sanet.train import SCENE_FRAMES, ClusterData, evaluate, jitter, train, validation_picks
 
@@ -58,11 +59,6 @@ DEFAULT_FINETUNE_CONF = {
     "threads": None,            # torch threads; None leaves the process setting
     "seed": 0,
 }
-
-
-def _fingerprint(keyframes) -> str:
-    from relocal_ros.networks.dsacpp.model import keyframes_fingerprint  # the DSAC++ head's, the same notion
-    return keyframes_fingerprint(keyframes)
 
 
 # -- the map's frames and clusters --------------------------------------------------------------------------------
@@ -134,38 +130,9 @@ def map_clusters(kmap: KeyframeMap, conf: dict, progress: bool = False):
 
 
 # -- reading what a map holds -------------------------------------------------------------------------------------
-def read_meta(map_dir) -> dict | None:
-    p = Path(map_dir) / FT_DIR / "meta.json"
-    try:
-        meta = json.loads(p.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return meta if isinstance(meta, dict) and meta.get("format") == META_FORMAT else None
-
-
-def map_weights(kmap: KeyframeMap, map_dir=None) -> tuple[str, str]:
-    """(path of the map's fine-tuned SANet weights, "") when they are complete, intact and trained on this map's
-    keyframes; else ("", why not)."""
-    map_dir = map_dir or getattr(kmap, "path", None)
-    if map_dir is None:
-        return "", "the map has no directory (never saved nor loaded)"
-    d = Path(map_dir) / FT_DIR
-    if not (d / "meta.json").exists():
-        return "", f"{map_dir} has no fine-tuned SANet weights ({TRAIN_COMMAND})"
-    meta = read_meta(map_dir)
-    if meta is None or meta.get("format_version") != META_VERSION:
-        return "", f"{d / 'meta.json'}: unreadable or of another format; {TRAIN_COMMAND} --no-resume"
-    if not meta.get("complete"):
-        return "", f"{d}: fine-tuning did not finish; {TRAIN_COMMAND} to finish it"
-    w = d / WEIGHTS_NAME
-    if not w.is_file() or file_sha256(w) != meta.get("weights_sha256"):
-        return "", f"{w}: missing or corrupt (checksum mismatch); {TRAIN_COMMAND} --no-resume"
-    n = int(meta.get("num_keyframes", -1))
-    if n <= 0 or n > len(kmap) or _fingerprint(kmap.keyframes[:n]) != meta.get("keyframes_sha256"):
-        return "", (f"{d}: fine-tuned for another version of this map ({n} keyframes, map version "
-                    f"{meta.get('map_version')}; the map now has {len(kmap)} keyframes, version "
-                    f"{kmap.version or '?'}); {TRAIN_COMMAND} --no-resume")
-    return str(w), ""
+STORE = MapWeightsStore(FT_DIR, WEIGHTS_NAME, META_FORMAT, META_VERSION, TRAIN_COMMAND)
+read_meta = STORE.read_meta
+map_weights = STORE.weights_for   # (path of the map's fine-tuned SANet weights, "") or ("", why not)
 
 
 # -- the entry point ----------------------------------------------------------------------------------------------
@@ -185,7 +152,7 @@ def train_scene(map_dir, budget_s: float = 600, resume: bool = True, progress: b
     map_dir = Path(map_dir)
     kmap = KeyframeMap.load(map_dir)
     d = map_dir / FT_DIR
-    fingerprint = _fingerprint(kmap.keyframes)
+    fingerprint = keyframes_fingerprint(kmap.keyframes)
     init = Path(init or DEFAULT_WEIGHTS)
     old = read_meta(map_dir) if resume else None
     if old is not None and (old.get("keyframes_sha256") != fingerprint or old.get("num_keyframes") != len(kmap)
