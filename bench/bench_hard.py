@@ -254,7 +254,7 @@ def main():
                     help="default: the product's variants and the peers; the learned methods on request")
     ap.add_argument("--scenes", nargs="*", default=None, help="substrings of scene names to run (default all)")
     ap.add_argument("--dump", type=Path, default=None, help="JSON lines of every query's scores and errors")
-    ap.add_argument("--synthetic-seeds", type=int, nargs="*", default=[9001, 9002],
+    ap.add_argument("--synthetic-seeds", type=int, nargs="*", default=[9001, 9002, 9003, 9004],
                     help="synthetic wide-baseline scenes (`relocal synth --wide-queries 40 --sensor-model`)")
     a = ap.parse_args()
     import torch
