@@ -20,8 +20,14 @@ class SyncedFrame:
 
 class FrameSynchronizer:
     def __init__(self, use_depth: bool = True, max_dt_s: float = 0.02, max_pending: int = 8,
-                 clock_jump_s: float = 1.0, need_extra: bool = False):
+                 clock_jump_s: float = 1.0, need_extra: bool = False, depth_optional_after_s: float | None = None):
+        """depth_optional_after_s: None, every colour image waits for its depth (mapping needs it); a number, a
+        colour image stamped that long after the newest depth image received (or before any) goes on alone: a
+        camera without aligned depth, or whose depth stream stopped, still gets colour-only answers."""
         self.use_depth, self.need_extra = use_depth, need_extra
+        self.depth_optional_ns = None if depth_optional_after_s is None else int(depth_optional_after_s * 1e9)
+        self._newest_depth_ns = None
+        self.colour_only = 0      # colour images handed out without depth because no depth stream was alive
         self.max_dt_ns = int(max_dt_s * 1e9)
         self.max_pending = max_pending
         self.clock_jump_ns = int(clock_jump_s * 1e9)
@@ -42,6 +48,7 @@ class FrameSynchronizer:
             self._colors.clear()
             self._depths.clear()
             self._extras.clear()
+            self._newest_depth_ns = None
             self.clock_resets += 1
             self._latest_ns = t_ns
             self._last_popped_ns = None
@@ -71,6 +78,14 @@ class FrameSynchronizer:
         with self._lock:
             self._check_clock(t_ns)
             self._bounded_put(self._depths, t_ns, msg, self.max_pending * 2)
+            self._newest_depth_ns = t_ns if self._newest_depth_ns is None else max(self._newest_depth_ns, t_ns)
+
+    def _depth_expected(self, t_ns: int) -> bool:
+        if not self.use_depth:
+            return False
+        if self.depth_optional_ns is None:
+            return True
+        return self._newest_depth_ns is not None and t_ns - self._newest_depth_ns <= self.depth_optional_ns
 
     def add_extra(self, t_ns: int, item) -> None:
         """A third stamped stream that must be paired too (e.g. the mapping pose of the keyframe indexer)."""
@@ -99,8 +114,10 @@ class FrameSynchronizer:
             for t_ns in reversed(list(self._colors)):
                 depth_key = self._match(self._depths, t_ns) if self.use_depth else None
                 extra_key = self._match(self._extras, t_ns) if self.need_extra else None
-                if (self.use_depth and depth_key is None) or (self.need_extra and extra_key is None):
+                if (depth_key is None and self._depth_expected(t_ns)) or (self.need_extra and extra_key is None):
                     continue
+                if self.use_depth and depth_key is None:
+                    self.colour_only += 1
                 older = [k for k in self._colors if k < t_ns]
                 self.dropped += len(older)
                 for k in older:

@@ -99,8 +99,9 @@ CORE: tuple[Setting, ...] = (
     S("max_reference_distance", 10.0, "skip references further than this from the best one (m)", "inference",
       range=(0.0, 1000.0), nodes=(INFERENCE,)),
     S("use_depth", True, "RGB-D queries: use the query's depth (3D-3D hypotheses, dense check, ICP). The node "
-      "defaults to false: it then waits for an aligned depth image with every colour image (RealSense "
-      "align_depth.enable:=true)", "inference", nodes=(INFERENCE,), node_default=False),
+      "pairs each colour image with its aligned depth image while depth arrives (RealSense "
+      "align_depth.enable:=true) and answers from colour alone when none has come for 1 s", "inference",
+      nodes=(INFERENCE,)),
     # -- inference node ------------------------------------------------------------------------------------------
     S("max_pair_dt", 0.02, "max colour/depth stamp difference (s)", None, range=(0.0, 1.0), nodes=(INFERENCE,)),
 

@@ -32,6 +32,31 @@ def test_colour_without_matching_depth_waits_and_is_bounded():
     assert sync.dropped == 7                                   # only max_pending colour images are kept
 
 
+def test_optional_depth_waits_while_depth_flows_and_goes_on_without_it():
+    """The inference node's rule (depth_optional_after_s): a camera without aligned depth still gets answers; while
+    depth arrives each colour image waits for its own; when depth stops, colour goes on alone after the grace."""
+    sync = FrameSynchronizer(use_depth=True, max_dt_s=0.02, depth_optional_after_s=1.0)
+    sync.set_camera_info("info")
+    sync.add_color(0, "c0")                                      # no depth stream (yet): colour alone
+    f = sync.pop_latest()
+    assert f.color == "c0" and f.depth is None and sync.colour_only == 1
+    sync.add_depth(S // 10, "d1")
+    sync.add_color(2 * S // 10, "c2")                            # depth flows: c2 waits for its own depth image
+    assert sync.pop_latest() is None
+    sync.add_depth(2 * S // 10, "d2")
+    f = sync.pop_latest()
+    assert (f.color, f.depth) == ("c2", "d2") and sync.colour_only == 1
+    sync.add_color(S, "c10")                                     # 0.8 s after the last depth: still waits
+    assert sync.pop_latest() is None
+    sync.add_color(13 * S // 10, "c13")                          # 1.1 s: the depth stream stopped, colour goes on
+    f = sync.pop_latest()
+    assert (f.color, f.depth) == ("c13", None) and sync.colour_only == 2 and sync.dropped == 1
+    strict = FrameSynchronizer(use_depth=True)                   # mapping: every colour image needs its depth
+    strict.set_camera_info("info")
+    strict.add_color(5 * S, "c")
+    assert strict.pop_latest() is None
+
+
 def test_clock_jump_backwards_clears_pending_frames():
     sync = FrameSynchronizer(use_depth=True)
     sync.set_camera_info("info")

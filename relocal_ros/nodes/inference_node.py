@@ -42,7 +42,9 @@ class InferenceNode(ManagedNode):
     def configure(self) -> None:
         self.diag = Diagnostics(self, "inference")
         self.throttle = Throttle()
-        self.sync = FrameSynchronizer(use_depth=self.use_depth, max_dt_s=self.max_pair_dt)
+        # with use_depth, colour images wait for their aligned depth while depth arrives; a camera without aligned
+        # depth (or whose depth stopped for 1 s) still gets colour-only answers
+        self.sync = FrameSynchronizer(use_depth=self.use_depth, max_dt_s=self.max_pair_dt, depth_optional_after_s=1.0)
         self.map_path = self.map_path or self._initial_map_path
         if self.map_path:  # before subscribing: early images must not be refused for want of a map
             self._load_map(self.map_path)

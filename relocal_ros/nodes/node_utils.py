@@ -141,6 +141,8 @@ class LatestFrameWorker:
             self.diag.counts["frames_dropped"] = self.sync.dropped
             self.diag.counts["clock_resets"] = self.sync.clock_resets
             self.diag.counts["stale_or_duplicate_stamps"] = self.sync.stale
+            if self.sync.use_depth:
+                self.diag.counts["colour_only_no_depth_stream"] = self.sync.colour_only
             if frame is None:
                 continue
             try:
