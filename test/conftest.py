@@ -10,6 +10,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 pytest.register_assert_rewrite("mapping_harness")  # its asserts explain themselves like the tests' own
 
+# as every relocal process does before its first DDS participant (nodes/dds_profile.py): the tests publish 640x480
+# images to the nodes too, and Fast DDS reads its profile once per process (a replay after another test's rclpy
+# context kept the default 512 KB shared-memory segment, and its images took lossy fragmented UDP)
+from relocal_ros.nodes.dds_profile import use_large_data_profile  # noqa: E402
+
+use_large_data_profile()
+
 
 @contextlib.contextmanager
 def own_ros_domain():
