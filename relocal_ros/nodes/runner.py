@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 NODES = ("keyframe_indexer", "inference_node", "pose_solver_node")
-from relocal_ros.nodes.dds_profile import large_data_env, use_large_data_profile  # noqa: E402
+from relocal_ros.nodes.dds_profile import use_large_data_profile  # noqa: E402
 from relocal_ros.resources import resource_dir  # noqa: E402
 
 DEFAULT_PARAMS = resource_dir("config") / "relocal.yaml"   # source tree, installed share/ or the ament index
@@ -51,8 +51,7 @@ class GraphProcesses:
     def __init__(self, map_path: str | None = None, params_file: str | None = None, extra: list[str] | None = None,
                  env: dict | None = None, log_dir: Path | None = None):
         self.args = ros_args(map_path, _params_file(params_file), extra or [])
-        # camera images between the processes: Fast DDS's shared memory sized for them (nodes/dds_profile.py)
-        self.env = {**os.environ, **large_data_env(), **(env or {})}
+        self.env = {**os.environ, **(env or {})}
         self.log_dir = Path(log_dir) if log_dir else None
         self.procs: dict[str, subprocess.Popen] = {}
 
