@@ -20,6 +20,9 @@ class RelativePoseHypothesis:
     # share of the query's depth samples that agree with the keyframes' depth under this hypothesis (set by the
     # engine's check, solver/verification.py); the solver drops those below its floor. NaN: not checked
     dense_consistency: float = float("nan")
+    # RGB-only queries: the keyframe's high-passed brightness drawn into the query under this hypothesis, correlated
+    # with the query's (solver/verification.py); the solver drops those below min_photometric_agreement. NaN: not checked
+    photometric_agreement: float = float("nan")
 
 
 @dataclass
@@ -46,6 +49,9 @@ class QueryEvidence:
     dense_judged: int = 0                    # with the retrieved keyframes' depth (NaN / 0: not checked)
     dense_samples: int = 0                   # query depth samples lifted for the check
     dense_photometric: float = float("nan")  # brightness correlation at the consistent samples (reported)
+    # RGB-only queries: the retrieved keyframes' high-passed brightness drawn into the query under the evidence's
+    # PnP pose, correlated with the query's (solver/verification.py). NaN: not checked
+    photometric_agreement: float = float("nan")
     fallback: bool = False                   # the fallback matcher ran (weak first evidence): costs latency
 
 

@@ -118,8 +118,9 @@ class InferenceEngine:
                                         c["max_reference_distance"])
             ev.keyframe_ids = list(query.refs)
         self.method.infer(query, ev)
-        if depth is not None and not self.method.uses_depth and not ev.refusal:
-            # a method blind to the query's depth is checked against it all the same: never confidently wrong
+        if not ev.refusal and (depth is None or not self.method.uses_depth):
+            # a method blind to the query's depth is checked against it all the same, and any method's evidence on
+            # an RGB-only query against the keyframes' brightness: never confidently wrong
             verify_evidence(ev, depth, frame.rgb, self.map, self._centres,
                             max(4.0 * intr.width / 640.0, self.method.solver.reproj_frac * intr.width))
         ev.inference_seconds = time.perf_counter() - t0
@@ -224,6 +225,12 @@ class PoseSolver:
         unverified = ""
         if ev.dense_samples == 0:
             unverified = "no query depth to verify the pose"
+            agreement = ev.photometric_agreement
+            if np.isfinite(agreement):
+                est.scores["photometric_agreement"] = agreement
+            if traits.needs_dense_confirmation and not agreement >= c["min_photometric_agreement"]:
+                return (f"no query depth, and the keyframes drawn into the query agree at {agreement:.2f} "
+                        f"(< {c['min_photometric_agreement']}): {ev.method}'s evidence needs confirmation")
         else:
             overlap = ev.dense_judged / ev.dense_samples
             est.scores.update(dense_consistency=ev.dense_consistency, dense_overlap=overlap,
@@ -284,6 +291,17 @@ class PoseSolver:
         if ev.hypotheses and not hyps:
             est.reason = (f"the query's depth contradicts all {len(ev.hypotheses)} relative-pose hypotheses "
                           f"(agreement < {floor:.0%})")
+            return est
+        # RGB only: those under which the keyframe, drawn into the query, does not look like it
+        min_photo = c["min_photometric_agreement"]
+        checked = [h.photometric_agreement for h in hyps if np.isfinite(h.photometric_agreement)]
+        hyps = [h for h in hyps if not h.photometric_agreement < min_photo]
+        est.scores["photometric_contradicted"] = sum(1 for a in checked if a < min_photo)
+        if checked:
+            est.scores["photometric_agreement"] = max(checked)
+        if ev.hypotheses and not hyps:
+            est.reason = (f"no relative-pose hypothesis draws its keyframe into the query with photometric "
+                          f"agreement >= {min_photo} ({len(checked)} checked)")
             return est
         res = fuse(hyps, c["fusion"])
         est.timings["solve"] = time.perf_counter() - t0

@@ -37,6 +37,7 @@ def make_evidence() -> QueryEvidence:
         h.relative_pose.position.z, h.relative_pose.orientation.w = 1.0, 1.0
         h.translation_samples = np.array([0.0, 0.1, 0.99, 0.01, 0.0, 1.0], dtype=np.float64)
         h.dense_consistency = 0.5 if kf == 7 else -1.0  # -1: not checked (the message's default)
+        h.photometric_agreement = 0.3 if kf == 3 else -1.0
         ev.hypotheses.append(h)
     ev.inference_seconds = 0.042
     ev.refusal = ""
@@ -56,7 +57,7 @@ def assert_same_evidence(got: QueryEvidence, ref: QueryEvidence):
         assert g.relative_pose == r.relative_pose and g.uncertainty == r.uncertainty
         assert (math.isnan(g.scale) and math.isnan(r.scale)) or g.scale == r.scale
         np.testing.assert_array_equal(g.translation_samples, r.translation_samples)
-        assert g.dense_consistency == r.dense_consistency
+        assert g.dense_consistency == r.dense_consistency and g.photometric_agreement == r.photometric_agreement
     assert got.inference_seconds == ref.inference_seconds
 
 
@@ -69,10 +70,10 @@ def test_field_types_are_as_specified():
     assert set(QueryEvidence.get_fields_and_field_types()) == {
         "header", "camera_info", "method", "image_points", "map_points", "weights", "keyframe_ids", "hypotheses",
         "inference_seconds", "map_pose_sigma_m", "map_pose_sigma_deg", "refusal", "independent", "query_points",
-        "dense_consistency", "dense_judged", "dense_samples", "dense_photometric", "fallback"}
+        "dense_consistency", "dense_judged", "dense_samples", "dense_photometric", "fallback", "photometric_agreement"}
     assert set(RelativePoseHypothesis.get_fields_and_field_types()) == {
         "keyframe_id", "keyframe_pose", "relative_pose", "scale", "uncertainty", "translation_samples",
-        "dense_consistency"}
+        "dense_consistency", "photometric_agreement"}
 
 
 def test_serialize_round_trip():

@@ -297,3 +297,66 @@ def test_query_depth_vets_the_evidence_of_depth_blind_methods(sun3d):
     assert 0.4 <= ev.dense_consistency < 0.65
     est = PoseSolver().solve(ev)
     assert not est.accepted and "needs the depth's confirmation" in est.reason
+
+
+def test_rgb_only_evidence_is_vetted_by_the_keyframes_brightness(sun3d):
+    """Without query depth the engine draws the retrieved keyframe into the query under each pose and correlates the
+    high-passed brightness (verification.photometric_agreement): a relative-pose hypothesis 20 deg or 25 cm off is
+    dropped by the solver, the true one fused; a learned method's 2D-3D evidence 30 cm off is refused, the true one
+    accepted — all on a real SUN3D pair, 0.7 s apart."""
+    from rclpy.serialization import deserialize_message, serialize_message
+    from relocal_msgs.msg import QueryEvidence as Msg
+    from std_msgs.msg import Header
+
+    from relocal_ros.estimates import QueryEvidence, RelativePoseHypothesis
+    from relocal_ros.geometry.poses import invert
+    from relocal_ros.nodes.conversions import evidence_from_msg, evidence_to_msg
+    from relocal_ros.pipeline import PoseSolver, default_conf
+    from relocal_ros.solver.verification import verify_evidence
+    threshold = default_conf()["solver"]["min_photometric_agreement"]
+    kf, query = sun3d[10], sun3d[30]
+    kmap = _single_keyframe_map(kf)
+    T_kf_q = invert(kmap.keyframes[0].T_map_cam) @ query.pose
+    turned = T_kf_q.copy()
+    turned[:3, :3] = Rotation.from_euler("y", 20, degrees=True).as_matrix() @ turned[:3, :3]
+    moved = T_kf_q.copy()
+    moved[:3, 3] += [0.25, 0.0, 0.0]
+    scale = float(np.linalg.norm(T_kf_q[:3, 3]))
+    ev = QueryEvidence("q", query.intrinsics, "exrenet")
+    ev.hypotheses = [RelativePoseHypothesis(0, kmap.keyframes[0].T_map_cam, T, float(np.linalg.norm(T[:3, 3])))
+                     for T in (turned, moved, T_kf_q)]
+    verify_evidence(ev, None, query.rgb, kmap, kmap.centres(), 4.0)
+    agreement = [h.photometric_agreement for h in ev.hypotheses]
+    assert max(agreement[:2]) < threshold < agreement[2], agreement
+    assert all(np.isnan(h.dense_consistency) for h in ev.hypotheses)  # no depth: the depth check did not run
+    # the scores reach the solver node; a negative correlation travels as 0, "not checked" as NaN
+    ev.hypotheses.append(RelativePoseHypothesis(0, kmap.keyframes[0].T_map_cam, T_kf_q))  # no scale: not checked
+    back = evidence_from_msg(deserialize_message(serialize_message(evidence_to_msg(ev, Header())), Msg))
+    assert [h.photometric_agreement for h in back.hypotheses[:3]] == pytest.approx([max(a, 0) for a in agreement])
+    assert np.isnan(back.hypotheses[3].photometric_agreement)
+    ev.hypotheses.pop()
+    est = PoseSolver({"fusion": "rrpr"}).solve(ev)
+    assert est.accepted and est.scores["photometric_contradicted"] == 2, est.reason
+    assert pose_error(est.T_map_cam, query.pose)[0] < 0.01
+    ev.hypotheses = ev.hypotheses[:2]
+    est = PoseSolver({"fusion": "rrpr"}).solve(ev)
+    assert not est.accepted and "photometric agreement" in est.reason
+
+    # 2D-3D evidence of a dense method (SANet): the keyframe's 3D points where the query sees them
+    X = kmap.keyframes[0].points3d
+    X = X[np.isfinite(X).all(1)].astype(np.float64)
+    T_cw = invert(query.pose)
+    pc = X @ T_cw[:3, :3].T + T_cw[:3, 3]
+    intr = query.intrinsics
+    uv = np.stack([intr.fx * pc[:, 0] / pc[:, 2] + intr.cx, intr.fy * pc[:, 1] / pc[:, 2] + intr.cy], 1)
+    inside = (pc[:, 2] > 0.1) & (uv[:, 0] >= 0) & (uv[:, 0] < intr.width) & (uv[:, 1] >= 0) & (uv[:, 1] < intr.height)
+    outcomes = {}
+    for name, offset in (("true", 0.0), ("30 cm off", 0.30)):
+        ev = QueryEvidence("q", intr, "sanet", image_points=uv[inside].astype(np.float32),
+                           map_points=(X[inside] + [offset, 0, 0]).astype(np.float32), keyframe_ids=[0])
+        ev.weights = np.ones(len(ev.image_points), np.float32)
+        verify_evidence(ev, None, query.rgb, kmap, kmap.centres(), 24.0)
+        outcomes[name] = (ev.photometric_agreement, PoseSolver().solve(ev))
+    assert outcomes["true"][0] > threshold and outcomes["true"][1].accepted, outcomes["true"]
+    assert outcomes["30 cm off"][0] < threshold and not outcomes["30 cm off"][1].accepted
+    assert "needs confirmation" in outcomes["30 cm off"][1].reason

@@ -103,6 +103,8 @@ def evidence_to_msg(ev: QueryEvidence, header):
         hm.translation_samples = np.asarray(h.translation_samples, float).reshape(-1).tolist()
         if hasattr(hm, "dense_consistency"):  # relocal_msgs before this field: the check's result stays behind
             hm.dense_consistency = float(h.dense_consistency) if np.isfinite(h.dense_consistency) else -1.0
+        if hasattr(hm, "photometric_agreement"):
+            hm.photometric_agreement = _share_to_msg(h.photometric_agreement)
         m.hypotheses.append(hm)
     m.inference_seconds = float(ev.inference_seconds)
     m.refusal = ev.refusal
@@ -119,7 +121,15 @@ _OPTIONAL_SCALARS = {"dense_consistency": float, "dense_photometric": float, "de
                      "fallback": bool}
 
 
+def _share_to_msg(value: float) -> float:
+    """A check's score as the message holds it: negative means not checked, so a (wrong pose's) negative
+    correlation is sent as 0."""
+    return max(float(value), 0.0) if np.isfinite(value) else -1.0
+
+
 def _optional_to_msg(ev, m) -> None:
+    if hasattr(m, "photometric_agreement"):
+        m.photometric_agreement = _share_to_msg(ev.photometric_agreement)
     for name, (dtype, _) in _OPTIONAL_ARRAYS.items():
         if hasattr(m, name) and hasattr(ev, name):
             setattr(m, name, [dtype(v) for v in np.asarray(getattr(ev, name), dtype).reshape(-1)])
@@ -129,6 +139,7 @@ def _optional_to_msg(ev, m) -> None:
 
 
 def _optional_from_msg(m, ev) -> None:
+    ev.photometric_agreement = _checked_share(getattr(m, "photometric_agreement", -1.0))
     for name, (dtype, width) in _OPTIONAL_ARRAYS.items():
         if hasattr(m, name) and hasattr(ev, name):
             arr = np.asarray(getattr(m, name), dtype)
@@ -150,7 +161,8 @@ def evidence_from_msg(m) -> QueryEvidence:
     hyps = [RelativePoseHypothesis(int(h.keyframe_id), T_from_pose_msg(h.keyframe_pose), T_from_pose_msg(h.relative_pose),
                                    float(h.scale), float(h.uncertainty),
                                    np.asarray(h.translation_samples, float).reshape(-1, 3),
-                                   _checked_share(getattr(h, "dense_consistency", -1.0)))
+                                   _checked_share(getattr(h, "dense_consistency", -1.0)),
+                                   _checked_share(getattr(h, "photometric_agreement", -1.0)))
             for h in m.hypotheses]
     ev = QueryEvidence(msg_stamp_str(m.header.stamp), intr, m.method,
                        np.asarray(m.image_points, np.float32).reshape(-1, 2),
