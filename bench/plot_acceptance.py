@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Correct vs wrong hypotheses' acceptance scores, per scene, from `bench_hard.py --dump FILE`: the plot that the
-solver's thresholds are read from (independent inliers, dense depth consistency, inlier coverage).
+solver's thresholds are read from (independent inliers, dense depth consistency or, for RGB-only runs, photometric
+agreement, inlier coverage).
 
     python bench/plot_acceptance.py DUMP.jsonl --out acceptance.png [--method "relocal default"]
 
@@ -23,6 +24,8 @@ def main():
     ap.add_argument("dump", type=Path)
     ap.add_argument("--out", type=Path, default=Path("acceptance.png"))
     ap.add_argument("--method", default="relocal default")
+    ap.add_argument("--score", default="dense_consistency", choices=("dense_consistency", "photometric_agreement"),
+                    help="left panel's y axis: the depth check (RGB-D) or the photometric check (RGB only)")
     a = ap.parse_args()
     import matplotlib
     matplotlib.use("Agg")
@@ -47,21 +50,23 @@ def main():
             if not sel:
                 continue
             x = np.array([r["independent_inliers"] for r in sel], float)
-            y = np.array([r.get("dense_consistency", np.nan) for r in sel], float)
+            y = np.array([r.get(a.score, np.nan) for r in sel], float)
             c = np.array([r.get("coverage", np.nan) for r in sel], float)
             axes[0].scatter(np.maximum(x, 0.8), y, c=colour, marker=markers[k % len(markers)], s=22, alpha=0.7,
                             label=f"{scene}: {label} ({len(sel)})")
             axes[1].scatter(np.maximum(x, 0.8), c, c=colour, marker=markers[k % len(markers)], s=22, alpha=0.7)
             ylo, yhi = (np.nanmin(y), np.nanmax(y)) if np.isfinite(y).any() else (np.nan, np.nan)
             print(f"{scene:36s} {label:8s} n={len(sel):3d}  independent inliers {np.nanmin(x):5.0f}..{np.nanmax(x):5.0f}"
-                  f"  dense {ylo:.2f}..{yhi:.2f}"
+                  f"  {a.score} {ylo:.2f}..{yhi:.2f}"
                   f"  coverage {np.nanmin(c):.2f}..{np.nanmax(c):.2f}")
-    for ax, ylab, thr in ((axes[0], "dense depth consistency (RGB-D)", conf["min_dense_consistency"]),
+    left = (("dense depth consistency (RGB-D)", conf["min_dense_consistency"]) if a.score == "dense_consistency" else
+            ("photometric agreement (RGB only)", conf["min_photometric_agreement"]))
+    for ax, ylab, thr in ((axes[0], *left),
                           (axes[1], "inlier coverage of the image", conf["min_inlier_coverage"])):
         ax.set_xscale("log")
         ax.axvline(conf["min_independent_inliers"], color="k", ls="--", lw=1)
         ax.axhline(thr, color="k", ls=":", lw=1)
-        if ax is axes[0]:
+        if ax is axes[0] and a.score == "dense_consistency":
             ax.axhline(conf["min_dense_consistency_floor"], color="grey", ls=":", lw=1)
             ax.axvline(conf["min_independent_inliers_unverified"], color="grey", ls="--", lw=1)
         ax.set_xlabel("inliers among globally matched correspondences (log)")

@@ -321,7 +321,6 @@ def test_rgb_only_evidence_is_vetted_by_the_keyframes_brightness(sun3d):
     turned[:3, :3] = Rotation.from_euler("y", 20, degrees=True).as_matrix() @ turned[:3, :3]
     moved = T_kf_q.copy()
     moved[:3, 3] += [0.25, 0.0, 0.0]
-    scale = float(np.linalg.norm(T_kf_q[:3, 3]))
     ev = QueryEvidence("q", query.intrinsics, "exrenet")
     ev.hypotheses = [RelativePoseHypothesis(0, kmap.keyframes[0].T_map_cam, T, float(np.linalg.norm(T[:3, 3])))
                      for T in (turned, moved, T_kf_q)]

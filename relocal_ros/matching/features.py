@@ -122,7 +122,7 @@ class XFeatExtractor(FeatureExtractor):
         import io
         import warnings
 
-        import onnxruntime as ort
+        from relocal_ros.networks.backends import cpu_session
         torch = self._torch
         buf = io.BytesIO()
         with warnings.catch_warnings():
@@ -130,10 +130,7 @@ class XFeatExtractor(FeatureExtractor):
             torch.onnx.export(self.model.net, (torch.zeros(1, 3, h, w),), buf, input_names=["image"],
                               output_names=["descriptors", "keypoint_logits", "reliability"], opset_version=17,
                               dynamo=False)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(self.conf.get("threads", 2))
-        opts.log_severity_level = 3
-        return ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
+        return cpu_session(buf.getvalue(), int(self.conf.get("threads", 2)))
 
     def _extract(self, rgb):
         torch = self._torch

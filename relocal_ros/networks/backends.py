@@ -55,16 +55,26 @@ def cuda_available() -> bool:
         return False
 
 
+def cpu_session(model, threads: int = 2):
+    """An ONNX Runtime CPU session (model: a file path or the serialized bytes) on `threads` threads that sleep when
+    idle. ORT's default has its worker threads spin after each run; the three node processes share 2 cores, so
+    spinning threads take the CPU from the other processes' work (the solver, the indexer) right when it arrives."""
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = int(threads)
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts,
+                                providers=["CPUExecutionProvider"])
+
+
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
     def __init__(self, onnx_path, threads: int = 2):
-        import onnxruntime as ort
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(threads)
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        self.session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(onnx_path, threads)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
 

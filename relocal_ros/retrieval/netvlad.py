@@ -39,16 +39,13 @@ class NetVladDescriptor:
             import io
             import warnings
 
-            import onnxruntime as ort
+            from relocal_ros.networks.backends import cpu_session
             buf = io.BytesIO()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 torch.onnx.export(self.network, (torch.zeros(1, 3, WORK_HEIGHT, WORK_WIDTH),), buf,
                                   input_names=["image"], output_names=["descriptor"], opset_version=17, dynamo=False)
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = self.threads
-            opts.log_severity_level = 3
-            self._session = ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
+            self._session = cpu_session(buf.getvalue(), self.threads)
         return self._session
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
