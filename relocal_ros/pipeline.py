@@ -224,13 +224,19 @@ class PoseSolver:
         n_indep = est.scores.get("independent_inliers", 0)
         unverified = ""
         if ev.dense_samples == 0:
-            unverified = "no query depth to verify the pose"
-            agreement = ev.photometric_agreement
+            # RGB only: the keyframes drawn into the query under the pose stand in for the depth (verification.py)
+            agreement, floor = ev.photometric_agreement, c["min_photometric_agreement"]
             if np.isfinite(agreement):
                 est.scores["photometric_agreement"] = agreement
-            if traits.needs_dense_confirmation and not agreement >= c["min_photometric_agreement"]:
+            if traits.needs_dense_confirmation and not agreement >= floor:
                 return (f"no query depth, and the keyframes drawn into the query agree at {agreement:.2f} "
-                        f"(< {c['min_photometric_agreement']}): {ev.method}'s evidence needs confirmation")
+                        f"(< {floor}): {ev.method}'s evidence needs confirmation")
+            if agreement < floor:
+                return f"the keyframes drawn into the query under the pose agree at {agreement:.2f} (< {floor})"
+            if not agreement >= c["photometric_confirmation"]:
+                unverified = "no query depth to verify the pose" + (
+                    f" and photometric agreement {agreement:.2f} < {c['photometric_confirmation']}"
+                    if np.isfinite(agreement) else "")
         else:
             overlap = ev.dense_judged / ev.dense_samples
             est.scores.update(dense_consistency=ev.dense_consistency, dense_overlap=overlap,

@@ -359,3 +359,21 @@ def test_rgb_only_evidence_is_vetted_by_the_keyframes_brightness(sun3d):
     assert outcomes["true"][0] > threshold and outcomes["true"][1].accepted, outcomes["true"]
     assert outcomes["30 cm off"][0] < threshold and not outcomes["30 cm off"][1].accepted
     assert "needs confirmation" in outcomes["30 cm off"][1].reason
+    # feature matches (the default method) on an RGB-only query: the same check confirms a pose as the depth would
+    # (then min_independent_inliers suffices) or refuses it
+    rng = np.random.default_rng(0)
+    few = rng.choice(np.flatnonzero(inside), 60, replace=False)
+    for name, offset in (("true", 0.0), ("30 cm off", 0.30)):
+        ev = QueryEvidence("q", intr, "xfeat_pnp", image_points=uv[few].astype(np.float32),
+                           map_points=(X[few] + [offset, 0, 0]).astype(np.float32), keyframe_ids=[0])
+        ev.weights = np.ones(len(ev.image_points), np.float32)
+        # 20 found by global matching (< min_independent_inliers_unverified), 40 by guided matching
+        ev.independent = np.arange(60) < 20
+        verify_evidence(ev, None, query.rgb, kmap, kmap.centres(), 4.0)
+        outcomes[name] = (ev, PoseSolver().solve(ev))
+    ev, est = outcomes["true"]
+    assert ev.photometric_agreement >= default_conf()["solver"]["photometric_confirmation"] and est.accepted, est.reason
+    strict = PoseSolver({"photometric_confirmation": 1.0}).solve(ev)  # unconfirmed: 20 inliers are too few
+    assert not strict.accepted and "min_independent_inliers_unverified" in strict.reason
+    ev, est = outcomes["30 cm off"]
+    assert not est.accepted and "keyframes drawn into the query" in est.reason, est.reason
