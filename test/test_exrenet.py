@@ -291,3 +291,22 @@ def test_train_scene_fine_tunes_on_pairs_of_the_maps_keyframes(tmp_path, caplog)
     with caplog.at_level("WARNING"):
         method = Relocalizer(KeyframeMap.load(tmp_path / "other"), conf).engine.method
     assert method.weights == "" and "another version" in caplog.text
+
+
+@pytest.mark.slow
+def test_synthetic_training_runs_on_the_chosen_device_and_resumes(tmp_path):
+    """scripts/train_exrenet.py's loop (what a lent GPU runs with --device auto): pairs rendered by a producer
+    process, a validation on held-out scenes, best and last checkpoints; a second call resumes from last.pt and
+    counts on. Here on the CPU, as `--device auto` picks when torch sees no GPU."""
+    from relocal_ros.networks.backends import pick_device
+    from relocal_ros.networks.exrenet.train import train
+    assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    kw = dict(batch=2, producers=1, pairs_per_producer=8, val_pairs=4, progress=False, threads=1, device="cpu")
+    first = train(tmp_path, 0.5, **kw)
+    assert first["device"] == "cpu" and first["iteration"] > 0 and first["best"] is not None
+    assert (tmp_path / "best.pt").is_file() and (tmp_path / "last.pt").is_file()
+    assert all(np.isfinite(first["best"][k]) for k in ("rotation_deg", "direction_deg", "scale_m"))
+    second = train(tmp_path, 0.2, **{**kw, "producers": 0})  # the pairs already cached
+    assert second["iteration"] > first["iteration"] and second["pairs_seen"] > first["pairs_seen"]
+    model, info = load_exrenet(tmp_path / "best.pt")
+    assert info["iteration"] > 0 and next(model.parameters()).device.type == "cpu"

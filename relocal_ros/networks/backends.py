@@ -55,6 +55,14 @@ def cuda_available() -> bool:
         return False
 
 
+def pick_device(name: str = "auto"):
+    """The torch device a trainer runs on. auto: the GPU when torch sees one (a lent training machine), else the CPU."""
+    import torch
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
 def cpu_session(model, threads: int = 2):
     """An ONNX Runtime CPU session (model: a file path or the serialized bytes) on `threads` threads that sleep when
     idle. ORT's default has its worker threads spin after each run; the three node processes share 2 cores, so

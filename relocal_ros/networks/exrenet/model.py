@@ -232,7 +232,7 @@ def pose_targets(T_kf_query: np.ndarray) -> np.ndarray:
 # -- weight files -------------------------------------------------------------------------------------------------
 def save_weights(path: Path, model: ExReNet, info: dict) -> None:
     """Shipped form: float16 trainable weights + a json string of provenance (torch.load(weights_only=True))."""
-    sd = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    sd = {k: (v.half() if v.is_floating_point() else v).cpu() for k, v in model.state_dict().items()}
     buf = io.BytesIO()
     torch.save({"state_dict": sd, "info": json.dumps(info)}, buf)
     atomic_write_bytes(path, buf.getvalue())

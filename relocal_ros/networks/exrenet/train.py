@@ -26,6 +26,7 @@ from tqdm import tqdm
 from relocal_ros.geometry.camera import Intrinsics
 from relocal_ros.geometry.poses import invert
 from relocal_ros.io_utils import atomic_write_bytes
+from relocal_ros.networks.backends import pick_device
 from relocal_ros.networks.correlation import cell_matches, triplet_matching_loss
 from relocal_ros.networks.exrenet.model import (VIEW_SIZE, XFEAT_SIZE, ExReNet, canonical_intrinsics, pose_targets,
                                                 save_weights, split_outputs, xfeat_input)
@@ -186,15 +187,23 @@ def auxiliary_targets(da, db, Ta, Tb, intr):
     return {k: torch.from_numpy(np.stack(v)) for k, v in out.items()}
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
 def compute_losses(model: ExReNet, xa, xb, da, db, Ta, Tb, intr, generator=None) -> dict:
-    targets = torch.from_numpy(np.stack([pose_targets(invert(a) @ b) for a, b in zip(Ta, Tb)]))
-    out, coarse, guided, idx = model.forward_from_xfeat(torch.from_numpy(xa).float(), torch.from_numpy(xb).float())
+    """On the model's device (generator: a torch.Generator on that device, or None); the auxiliary targets are
+    computed on the CPU from the depth and moved."""
+    dev = model_device(model)
+    targets = torch.from_numpy(np.stack([pose_targets(invert(a) @ b) for a, b in zip(Ta, Tb)])).to(dev)
+    out, coarse, guided, idx = model.forward_from_xfeat(torch.from_numpy(xa).float().to(dev),
+                                                        torch.from_numpy(xb).float().to(dev))
     t = torch.nn.functional.normalize(out[:, :3], dim=1)
     q = torch.nn.functional.normalize(out[:, 3:7], dim=1)
     l_t = (t - targets[:, :3]).abs().sum(1).mean()
     l_q = (q - targets[:, 3:7]).abs().sum(1).mean()
     l_s = (out[:, 7] - targets[:, 7]).abs().mean()
-    aux = auxiliary_targets(da, db, Ta, Tb, intr)
+    aux = {k: v.to(dev) for k, v in auxiliary_targets(da, db, Ta, Tb, intr).items()}
     B = out.shape[0]
     fw, fh = XFEAT_SIZE[0] // 8, XFEAT_SIZE[1] // 8
     cw, ch = XFEAT_SIZE[0] // 32, XFEAT_SIZE[1] // 32
@@ -235,8 +244,10 @@ def evaluate(model: ExReNet, cache: PairCache, batch: int = 32) -> dict:
         for i in range(0, cache.n, batch):
             idx = np.arange(i, min(i + batch, cache.n))
             xa, xb, da, db, Ta, Tb = (cache.parts[k][0][idx] for k in ("xa", "xb", "da", "db", "Ta", "Tb"))
-            out, *_ = model.forward_from_xfeat(torch.from_numpy(xa).float(), torch.from_numpy(xb).float())
-            outs.append(out.numpy())
+            dev = model_device(model)
+            out, *_ = model.forward_from_xfeat(torch.from_numpy(xa).float().to(dev),
+                                               torch.from_numpy(xb).float().to(dev))
+            outs.append(out.cpu().numpy())
             tgts.append(np.stack([pose_targets(invert(a) @ b) for a, b in zip(Ta, Tb)]))
     model.train()
     return relative_errors(np.concatenate(outs), np.concatenate(tgts))
@@ -250,10 +261,12 @@ def save_checkpoint(path: Path, model, optimizer, state: dict) -> None:
 
 def train(work_dir, minutes: float, batch: int = 16, lr: float = 3e-4, producers: int = 1,
           pairs_per_producer: int = 12000, val_pairs: int = 256, seed: int = 0, resume: bool = True,
-          progress: bool = True, threads: int = 1) -> dict:
+          progress: bool = True, threads: int = 1, device: str = "auto") -> dict:
     """Train for `minutes` of wall time (pair production runs beside it); resumable from WORK/last.pt. Writes
-    WORK/best.pt (lowest validation rotation + direction error) and WORK/log.jsonl."""
+    WORK/best.pt (lowest validation rotation + direction error) and WORK/log.jsonl. device: auto (a GPU when torch
+    sees one), cpu or cuda; the checkpoints are the same either way."""
     torch.set_num_threads(threads)
+    dev = pick_device(device)
     # a terminated trainer must not leave its producers rendering: SIGTERM unwinds through the finally below
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     work = Path(work_dir)
@@ -271,17 +284,17 @@ def train(work_dir, minutes: float, batch: int = 16, lr: float = 3e-4, producers
             train_dir.glob("chunk-*.npz"))) + 1))
     cache = PairCache(train_dir)
     cache.refresh()
-    model = ExReNet(load_xfeat_backbone())
+    model = ExReNet(load_xfeat_backbone()).to(dev)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    state = {"iteration": 0, "pairs_seen": 0, "best": None, "seconds": 0.0}
+    state = {"iteration": 0, "pairs_seen": 0, "best": None, "seconds": 0.0, "device": str(dev)}
     last = work / "last.pt"
     if resume and last.is_file():
         ck = torch.load(last, map_location="cpu", weights_only=True)
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
-        state = json.loads(ck["state"])
+        state = {**json.loads(ck["state"]), "device": str(dev)}
     rng = np.random.default_rng([seed, state["iteration"]])
-    gen = torch.Generator().manual_seed(seed + state["iteration"])
+    gen = torch.Generator(device=dev).manual_seed(seed + state["iteration"])
     t_end = time.time() + minutes * 60
     while cache.refresh() < batch and time.time() < t_end:
         time.sleep(2)
@@ -349,9 +362,10 @@ Runs for the given wall-clock time, resumes from WORK/last.pt, validates every 5
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads of the trainer (producers use one each)")
     p.add_argument("--no-resume", action="store_true")
+    p.add_argument("--device", default="auto", help="auto (a GPU when torch sees one), cpu or cuda")
     a = p.parse_args(argv)
     state = train(a.work, a.minutes, a.batch, a.lr, a.producers, seed=a.seed, resume=not a.no_resume,
-                  threads=a.threads)
+                  threads=a.threads, device=a.device)
     print(json.dumps(state, indent=1))
     return 0
 

@@ -229,7 +229,7 @@ class SanetRegistration(nn.Module):
             q = qmap.flatten(2).transpose(1, 2)                          # B x P x D
             vmask = valid > 0.5
             if lvl == 0:  # coarsest level: every scene point
-                centre = torch.zeros(B, P, 3, dtype=qmap.dtype)
+                centre = torch.zeros(B, P, 3, dtype=qmap.dtype, device=qmap.device)
                 s_feat = feat[:, None].expand(B, P, feat.shape[1], D)
                 rel = xyz[:, None] - centre[:, :, None]
                 mask = vmask[:, None].expand(B, P, xyz.shape[1])
@@ -245,10 +245,12 @@ class SanetRegistration(nn.Module):
                 kw = min(WIDE * self.k, xyz.shape[1])
                 nd2w, idxw = torch.topk(d2, kw, dim=-1, largest=False)   # B x P x kw, ascending
                 near = self.k // 2
-                pick = torch.cat([torch.arange(near), torch.linspace(near, kw - 1, self.k - near).round().long()])
+                dev = xyz.device  # (a training GPU; the exported graphs run on the CPU)
+                pick = torch.cat([torch.arange(near, device=dev),
+                                  torch.linspace(near, kw - 1, self.k - near, device=dev).round().long()])
                 nd2, idx = nd2w[..., pick], idxw[..., pick]
                 r = self.qsr[lvl].radius
-                first = torch.arange(self.k)[None, None] == 0  # the nearest point always counts: never empty
+                first = torch.arange(self.k, device=dev)[None, None] == 0  # the nearest point always counts: never empty
                 mask = ((nd2 < r * r) | first) & (nd2 < 1e5)
                 if self.global_k > 0:
                     # plus the scene points most similar in feature space wherever they are: a coarse mistake is
@@ -259,7 +261,7 @@ class SanetRegistration(nn.Module):
                     idx = torch.cat([idx, gidx], -1)
                     mask = torch.cat([mask, gsim > -5.0], -1)
                 kk = idx.shape[-1]
-                base = (torch.arange(B)[:, None, None] * xyz.shape[1])
+                base = (torch.arange(B, device=dev)[:, None, None] * xyz.shape[1])
                 flat = (idx + base).reshape(-1)
                 s_feat = feat.reshape(-1, D)[flat].reshape(B, P, kk, D)
                 rel = xyz.reshape(-1, 3)[flat].reshape(B, P, kk, 3) - centre[:, :, None]

@@ -245,6 +245,11 @@ def validation_picks(data: ClusterData, per_cluster: int = 2):
     return picks
 
 
+def to_device(batch_parts, dev: torch.device):
+    """make_batch's tensors (lists of them per level) on the model's device."""
+    return [[t.to(dev) for t in part] for part in batch_parts]
+
+
 @torch.no_grad()
 def evaluate(model: Sanet, data: ClusterData, picks, batch: int = 16) -> dict:
     """Median / mean error (m) of the finest level over the query cells with truth, and of the trivial baseline
@@ -253,7 +258,8 @@ def evaluate(model: Sanet, data: ClusterData, picks, batch: int = 16) -> dict:
     errs, base = [], []
     for s in range(0, len(picks), batch):
         feats, xyz, valid, gt, _ = make_batch(data, picks[s:s + batch], 0.0, None)
-        pred = forward_batch(model, feats, xyz, valid)[-1][0]
+        feats, xyz, valid = to_device((feats, xyz, valid), next(model.parameters()).device)
+        pred = forward_batch(model, feats, xyz, valid)[-1][0].cpu()
         g = gt[-1]
         ok = torch.isfinite(g).all(1)
         errs.append((pred - torch.nan_to_num(g)).norm(dim=1)[ok].numpy())
@@ -306,11 +312,14 @@ def compare_on_validation(data_dir, weight_files) -> dict:
 def train(data_dir, out_dir, minutes: float = 30.0, resume: bool = False, batch: int = 8, lr: float = 5e-4,
           yaw_deg: float = 45.0, val_every_s: float = 180.0, seed: int = 0, weights_name: str = "sanet_best.pt",
           progress: bool = True, init=None, arch: dict | None = None, data: tuple | None = None,
-          val_per_cluster: int = 2, warmup_steps: int = 100) -> dict:
+          val_per_cluster: int = 2, warmup_steps: int = 100, device: str = "auto") -> dict:
     """Train for `minutes` of wall clock (counting previous runs when resuming); returns the best validation.
     init: a SANet weight file to start from (when not resuming); arch: architecture options of Sanet; data:
     (training, validation) ClusterData already in memory instead of data_dir's shards; val_per_cluster: queries
-    per validation cluster (validation_picks); warmup_steps: linear learning-rate warm-up."""
+    per validation cluster (validation_picks); warmup_steps: linear learning-rate warm-up; device: auto (a GPU when
+    torch sees one), cpu or cuda."""
+    from relocal_ros.networks.backends import pick_device
+    dev = pick_device(device)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if data is not None:
@@ -328,6 +337,7 @@ def train(data_dir, out_dir, minutes: float = 30.0, resume: bool = False, batch:
     if init is not None and not (resume and (out_dir / "checkpoint.pt").is_file()):
         blob = torch.load(str(init), map_location="cpu", weights_only=True)
         model.load_trainable_state(blob["state_dict"])
+    model.to(dev)
     params = list(model.heads.parameters()) + list(model.registration.parameters())
     opt = torch.optim.Adam(params, lr=lr)
     ckpt_path = out_dir / "checkpoint.pt"
@@ -370,6 +380,7 @@ def train(data_dir, out_dir, minutes: float = 30.0, resume: bool = False, batch:
         for g in opt.param_groups:  # cosine decay over the wall-clock budget, short warm-up
             g["lr"] = lr * min(1.0, (state["step"] + 1) / max(warmup_steps, 1)) * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
         feats, xyz, valid, gt, _ = make_batch(tr, sample_picks(tr, batch, rng), yaw_deg, rng)
+        feats, xyz, valid, gt = to_device((feats, xyz, valid, gt), dev)
         outs = forward_batch(model, feats, xyz, valid)
         loss, errs = loss_terms(outs, gt, model.arch["radii"])
         opt.zero_grad()
@@ -429,6 +440,7 @@ written to OUT/sanet_best.pt, the resumable state to OUT/checkpoint.pt, the vali
     p.add_argument("--yaw-deg", type=float, default=45.0, help="rotation augmentation about the up axis (+-deg)")
     p.add_argument("--val-every", type=float, default=180.0, help="seconds between validations")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="auto", help="auto (a GPU when torch sees one), cpu or cuda")
     p.add_argument("--evaluate", nargs="+", default=None, metavar="WEIGHTS",
                    help="compare these weight files and the baselines on the validation shard (then exit)")
     p.add_argument("--init", default=None, help="start from these SANet weights (fine-tuning)")
@@ -451,7 +463,7 @@ written to OUT/sanet_best.pt, the resumable state to OUT/checkpoint.pt, the vali
                 generate_shard(range(s, min(s + per, a.train_seeds)), shard)
         return 0
     best = train(data, a.out, a.minutes, a.resume, a.batch, a.lr, a.yaw_deg, a.val_every, init=a.init,
-                 arch={"global_k": a.global_k})
+                 arch={"global_k": a.global_k}, device=a.device)
     print(json.dumps(best, indent=1))
     return 0
 
