@@ -95,13 +95,18 @@ def main():
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        fig, axes = plt.subplots(1, len(results), figsize=(3.2 * len(results), 3.6), sharey=True, squeeze=False)
-        for ax, (scene, s) in zip(axes[0], results.items()):
-            ax.boxplot([s[k][np.isfinite(s[k])] for k in MOVES], labels=list(MOVES), whis=(5, 95), showfliers=True)
+        cols = min(5, len(results))
+        rows = -(-len(results) // cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.8 * rows), sharey=True, squeeze=False)
+        for ax in axes.flat[len(results):]:
+            ax.set_visible(False)
+        for ax, (scene, s) in zip(axes.flat, results.items()):
+            ax.boxplot([s[k][np.isfinite(s[k])] for k in MOVES], tick_labels=list(MOVES), whis=(5, 95), showfliers=True)
             ax.axhline(threshold, color="red", ls="--", lw=1)
             ax.set_title(scene, fontsize=8)
             ax.tick_params(axis="x", labelrotation=60, labelsize=7)
-        axes[0][0].set_ylabel("photometric agreement")
+        for row in axes:
+            row[0].set_ylabel("photometric agreement")
         fig.tight_layout()
         a.plot.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(a.plot, dpi=110)
