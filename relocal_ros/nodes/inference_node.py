@@ -30,6 +30,8 @@ def transport_topics(transport: str, color: str, depth: str) -> tuple[type, str,
 
 
 class InferenceNode(ManagedNode):
+    executor_threads = 1  # callbacks only queue frames; LatestFrameWorker computes (ManagedNode.executor_threads)
+
     def __init__(self, **kwargs):
         super().__init__("inference_node", **kwargs)
         from relocal_ros.methods import method_class

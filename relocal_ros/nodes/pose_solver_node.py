@@ -30,6 +30,8 @@ from relocal_ros.nodes.tf_io import TfIO
 
 
 class PoseSolverNode(ManagedNode):
+    executor_threads = 1  # every callback is short (a solve: ~10 ms); see ManagedNode.executor_threads
+
     def __init__(self, **kwargs):
         super().__init__("pose_solver", **kwargs)
         self.conf = self.stage_params("solver")  # every solver setting is a parameter of this node

@@ -105,8 +105,10 @@ class GraphProcesses:
 
 
 def _single_process(args: list[str]) -> int:
+    import threading
+
     import rclpy
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 
     from relocal_ros.nodes.inference_node import InferenceNode
     from relocal_ros.nodes.keyframe_indexer import KeyframeIndexerNode
@@ -120,10 +122,14 @@ def _single_process(args: list[str]) -> int:
             if n.autostart and not n.start():
                 print(f"relocal-graph: {n.get_name()} could not be configured and activated", file=sys.stderr)
                 return 1
-        ex = MultiThreadedExecutor(num_threads=4)
+        # each node on the executor its process would give it (ManagedNode.executor_threads): the short-callback
+        # nodes share a single-threaded one, the others a multi-threaded one in a thread of its own
+        single = SingleThreadedExecutor()
+        multi = MultiThreadedExecutor(num_threads=3)
         for n in nodes:
-            ex.add_node(n)
-        ex.spin()
+            (single if n.executor_threads == 1 else multi).add_node(n)
+        threading.Thread(target=multi.spin, daemon=True).start()
+        single.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
@@ -144,7 +150,7 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--map", default=None, help="map directory (else map_path from the parameters file)")
     ap.add_argument("--params-file", default=None, help=f"default: {DEFAULT_PARAMS.name} of the package")
-    ap.add_argument("--single-process", action="store_true", help="one process, multi-threaded executor")
+    ap.add_argument("--single-process", action="store_true", help="one process (the nodes' executors in two threads)")
     a = ap.parse_args(argv)
     args = ros_args(a.map, _params_file(a.params_file), extra)
     if a.single_process:
