@@ -60,6 +60,11 @@ def test_soft_inlier_pnp_on_true_scene_coordinates(scene):
     X = pc[ok] @ frame.pose[:3, :3].T + frame.pose[:3, 3]
     assert ok.sum() > 300
     ev = QueryEvidence(frame.stamp, frame.intrinsics, "dsacpp", uv[ok], X.astype(np.float32), np.ones(int(ok.sum())))
+    # evidence no engine has checked: a dense method's pose needs confirmation (the query's depth or, RGB only,
+    # the keyframes' brightness drawn into it); unchecked, it is refused
+    est = _solver().solve(ev)
+    assert not est.accepted and "needs confirmation" in est.reason
+    ev.photometric_agreement = 0.9  # what the engine's check gives a true pose: the soft-inlier PnP decides now
     est = _solver().solve(ev)
     assert est.accepted, est.reason
     dt, dr = pose_error(est.T_map_cam, frame.pose)

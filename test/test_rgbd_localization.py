@@ -225,6 +225,20 @@ def test_icp_pulls_a_real_pose_15cm_off_back_onto_the_keyframes_surfaces(sun3d):
     assert dense_consistency(refined, pts, views).consistency > 0.85 > dense_consistency(off, pts, views).consistency
 
 
+def _keyframe_points_seen_by(kf, query):
+    """The keyframe's 3D points, where the query sees them at its true pose (as a scene-coordinate method predicts
+    them) and which of them fall inside its image: (X, uv, inside)."""
+    from relocal_ros.geometry.poses import invert
+    X = kf.points3d
+    X = X[np.isfinite(X).all(1)].astype(np.float64)
+    T_cw = invert(query.pose)
+    pc = X @ T_cw[:3, :3].T + T_cw[:3, 3]
+    intr = query.intrinsics
+    uv = np.stack([intr.fx * pc[:, 0] / pc[:, 2] + intr.cx, intr.fy * pc[:, 1] / pc[:, 2] + intr.cy], 1)
+    inside = (pc[:, 2] > 0.1) & (uv[:, 0] >= 0) & (uv[:, 0] < intr.width) & (uv[:, 1] >= 0) & (uv[:, 1] < intr.height)
+    return X, uv, inside
+
+
 def test_query_depth_vets_the_evidence_of_depth_blind_methods(sun3d):
     """Learned methods never read the query's depth; the engine checks their evidence against it all the same
     (solver/verification.verify_evidence): a relative-pose hypothesis 20 deg off is dropped, the true one kept; 2D-3D
@@ -269,13 +283,8 @@ def test_query_depth_vets_the_evidence_of_depth_blind_methods(sun3d):
     assert PoseSolver({"fusion": "rrpr", "min_dense_consistency_floor": 0.0}).solve(ev).scores["depth_contradicted"] == 0
 
     # 2D-3D: the keyframe's 3D points seen by the query at its true pose (as a scene-coordinate method predicts them)
-    X = kmap.keyframes[0].points3d
-    X = X[np.isfinite(X).all(1)].astype(np.float64)
-    T_cw = invert(query.pose)
-    pc = X @ T_cw[:3, :3].T + T_cw[:3, 3]
+    X, uv, inside = _keyframe_points_seen_by(kmap.keyframes[0], query)
     intr = query.intrinsics
-    uv = np.stack([intr.fx * pc[:, 0] / pc[:, 2] + intr.cx, intr.fy * pc[:, 1] / pc[:, 2] + intr.cy], 1)
-    inside = (pc[:, 2] > 0.1) & (uv[:, 0] >= 0) & (uv[:, 0] < intr.width) & (uv[:, 1] >= 0) & (uv[:, 1] < intr.height)
     assert inside.sum() > 100
     outcomes = {}
     for name, offset in (("true", 0.0), ("30 cm off", 0.30)):  # along the viewing direction, where PnP is weakest
@@ -342,13 +351,8 @@ def test_rgb_only_evidence_is_vetted_by_the_keyframes_brightness(sun3d):
     assert not est.accepted and "photometric agreement" in est.reason
 
     # 2D-3D evidence of a dense method (SANet): the keyframe's 3D points where the query sees them
-    X = kmap.keyframes[0].points3d
-    X = X[np.isfinite(X).all(1)].astype(np.float64)
-    T_cw = invert(query.pose)
-    pc = X @ T_cw[:3, :3].T + T_cw[:3, 3]
+    X, uv, inside = _keyframe_points_seen_by(kmap.keyframes[0], query)
     intr = query.intrinsics
-    uv = np.stack([intr.fx * pc[:, 0] / pc[:, 2] + intr.cx, intr.fy * pc[:, 1] / pc[:, 2] + intr.cy], 1)
-    inside = (pc[:, 2] > 0.1) & (uv[:, 0] >= 0) & (uv[:, 0] < intr.width) & (uv[:, 1] >= 0) & (uv[:, 1] < intr.height)
     outcomes = {}
     for name, offset in (("true", 0.0), ("30 cm off", 0.30)):
         ev = QueryEvidence("q", intr, "sanet", image_points=uv[inside].astype(np.float32),
