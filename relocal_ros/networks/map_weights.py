@@ -9,7 +9,20 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from relocal_ros.io_utils import file_sha256
+from relocal_ros.io_utils import atomic_write_bytes, file_sha256
+
+
+def load_map_for_training(map_dir, budget_s: float, threads: int):
+    """What every `relocal train-scene` method checks and sets first: a positive budget, torch's threads (0: its
+    default), then the map. Returns (map directory as a Path, KeyframeMap)."""
+    if not budget_s > 0:
+        raise ValueError(f"budget_s must be positive, got {budget_s}")
+    if threads:
+        import torch
+        torch.set_num_threads(int(threads))
+    from relocal_ros.mapping.keyframe_map import KeyframeMap
+    map_dir = Path(map_dir)
+    return map_dir, KeyframeMap.load(map_dir)
 
 
 def keyframes_fingerprint(keyframes) -> str:
@@ -34,6 +47,14 @@ class MapWeightsStore:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             return None
         return meta if isinstance(meta, dict) and meta.get("format") == self.meta_format else None
+
+    def write_complete(self, map_dir, meta: dict, **fields) -> dict:
+        """The last write of a fine-tuning run: meta.json with `fields`, "complete": true and the sha256 of the
+        weights file as it now stands (written atomically: a killed run leaves the previous meta). Returns meta."""
+        d = self.dir(map_dir)
+        meta.update(fields, complete=True, weights_sha256=file_sha256(d / self.weights_name))
+        atomic_write_bytes(d / "meta.json", json.dumps(meta, indent=1).encode())
+        return meta
 
     def weights_for(self, kmap, map_dir=None) -> tuple[str, str]:
         """(path of the map's fine-tuned weights, "") when they are complete, intact and trained on this map's

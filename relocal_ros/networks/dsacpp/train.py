@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from relocal_ros.geometry.camera import sample_depth, stable_depth, undistort_points
 from relocal_ros.mapping.keyframe_map import THUMB_SIZE, KeyframeMap
+from relocal_ros.networks.map_weights import load_map_for_training
 from relocal_ros.networks.dsacpp.model import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, GRID, PAD, SC_DIR, DenseEncoder,
                                                SceneCoordinateHead, cell_pixels, gather_neighbourhoods,
                                                head_from_checkpoint, keyframes_fingerprint, pad_feature_map,
@@ -301,12 +302,7 @@ def train_scene(map_dir, budget_s: float = 600, resume: bool = True, progress: b
     steps = tuple(steps)
     if not steps or any(s not in STEPS for s in steps):
         raise ValueError(f"steps must be a non-empty subset of {STEPS}, got {steps}")
-    if not budget_s > 0:
-        raise ValueError(f"budget_s must be positive, got {budget_s}")
-    if conf["threads"]:
-        torch.set_num_threads(int(conf["threads"]))
-    map_dir = Path(map_dir)
-    kmap = KeyframeMap.load(map_dir)
+    map_dir, kmap = load_map_for_training(map_dir, budget_s, conf["threads"])
     if len(kmap) < 2:
         raise ValueError(f"{map_dir}: {len(kmap)} keyframes; a scene-coordinate head needs at least 2")
     sc_dir = map_dir / SC_DIR

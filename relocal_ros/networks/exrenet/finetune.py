@@ -38,7 +38,7 @@ from relocal_ros.networks.exrenet.model import (VIEW_SIZE, canonical_depth, cano
 from relocal_ros.networks.exrenet.train import (PairCache, compute_losses, evaluate, jitter_colour, pixel_matches,
                                                 save_checkpoint)
 from relocal_ros.networks.layers import load_xfeat_backbone
-from relocal_ros.networks.map_weights import MapWeightsStore, keyframes_fingerprint
+from relocal_ros.networks.map_weights import MapWeightsStore, keyframes_fingerprint, load_map_for_training
 
 log = logging.getLogger(__name__)
 STORE = MapWeightsStore("exrenet", "exrenet_finetuned.pt", "relocal_ros.exrenet_finetune", 1,
@@ -127,12 +127,7 @@ def train_scene(map_dir, budget_s: float = 600, resume: bool = True, progress: b
     from relocal_ros.networks.exrenet.runtime import DEFAULT_WEIGHTS
     t_start = time.perf_counter()
     conf = {**DEFAULT_FINETUNE_CONF, **(conf or {})}
-    if not budget_s > 0:
-        raise ValueError(f"budget_s must be positive, got {budget_s}")
-    if conf["threads"]:
-        torch.set_num_threads(int(conf["threads"]))
-    map_dir = Path(map_dir)
-    kmap = KeyframeMap.load(map_dir)
+    map_dir, kmap = load_map_for_training(map_dir, budget_s, conf["threads"])
     d = STORE.dir(map_dir)
     fingerprint = keyframes_fingerprint(kmap.keyframes)
     init = Path(init or DEFAULT_WEIGHTS)
@@ -205,11 +200,9 @@ def train_scene(map_dir, budget_s: float = 600, resume: bool = True, progress: b
                     "initial weights", d, _score(best), _score(before))
         save_weights(d / STORE.weights_name, initial, {"validation": before, "initial_weights_kept": str(init)})
     seconds = spent_before + time.perf_counter() - t_start
-    meta.update(info, complete=True, seconds_total=round(seconds, 1), iterations=state["iteration"],
-                validation_before=before, validation_finetuned=best, validation_after=before if kept else best,
-                initial_weights_kept=kept, weights_sha256=file_sha256(d / STORE.weights_name))
-    atomic_write_bytes(d / "meta.json", json.dumps(meta, indent=1).encode())
-    return meta
+    return STORE.write_complete(map_dir, meta, **info, seconds_total=round(seconds, 1), iterations=state["iteration"],
+                                validation_before=before, validation_finetuned=best,
+                                validation_after=before if kept else best, initial_weights_kept=kept)
 
 
 def _report(meta: dict, map_path: str) -> None:

@@ -36,7 +36,7 @@ from tqdm import tqdm
 from relocal_ros.io_utils import atomic_write_bytes, file_sha256
 from relocal_ros.mapping.keyframe_map import KeyframeMap
 from relocal_ros.networks.layers import load_xfeat_backbone
-from relocal_ros.networks.map_weights import MapWeightsStore, keyframes_fingerprint
+from relocal_ros.networks.map_weights import MapWeightsStore, keyframes_fingerprint, load_map_for_training
 from relocal_ros.networks.sanet.model import XFeatPyramid, load_weights, save_weights, pooled_coordinates, prepare_image
 from relocal_ros.networks.sanet.train import SCENE_FRAMES, ClusterData, evaluate, jitter, train, validation_picks
 
@@ -145,12 +145,7 @@ def train_scene(map_dir, budget_s: float = 600, resume: bool = True, progress: b
     from relocal_ros.networks.sanet.runtime import DEFAULT_WEIGHTS
     t_start = time.perf_counter()
     conf = {**DEFAULT_FINETUNE_CONF, **(conf or {})}
-    if not budget_s > 0:
-        raise ValueError(f"budget_s must be positive, got {budget_s}")
-    if conf["threads"]:
-        torch.set_num_threads(int(conf["threads"]))
-    map_dir = Path(map_dir)
-    kmap = KeyframeMap.load(map_dir)
+    map_dir, kmap = load_map_for_training(map_dir, budget_s, conf["threads"])
     d = map_dir / FT_DIR
     fingerprint = keyframes_fingerprint(kmap.keyframes)
     init = Path(init or DEFAULT_WEIGHTS)
@@ -199,14 +194,12 @@ def train_scene(map_dir, budget_s: float = 600, resume: bool = True, progress: b
                     "the initial weights", d, best["median_error_m"], before["median_error_m"])
         save_weights(model, d / WEIGHTS_NAME, meta={"validation": before, "initial_weights_kept": str(init)})
     after = before if kept else best
-    meta.update(info, complete=True, prep_seconds=round(prep, 1), train_seconds=round(state["elapsed"], 1),
-                seconds_total=round(prep + state["elapsed"], 1), seconds_this_run=round(time.perf_counter() - t_start, 1),
-                steps=state["step"], validation_before=before, validation_after=after, validation_finetuned=best,
-                initial_weights_kept=kept,
-                improvement=round(1.0 - after["median_error_m"] / max(before["median_error_m"], 1e-9), 3),
-                weights_sha256=file_sha256(d / WEIGHTS_NAME))
-    atomic_write_bytes(d / "meta.json", json.dumps(meta, indent=1).encode())
-    return meta
+    return STORE.write_complete(
+        map_dir, meta, **info, prep_seconds=round(prep, 1), train_seconds=round(state["elapsed"], 1),
+        seconds_total=round(prep + state["elapsed"], 1), seconds_this_run=round(time.perf_counter() - t_start, 1),
+        steps=state["step"], validation_before=before, validation_after=after, validation_finetuned=best,
+        initial_weights_kept=kept,
+        improvement=round(1.0 - after["median_error_m"] / max(before["median_error_m"], 1e-9), 3))
 
 
 def _report(meta: dict, map_path: str) -> None:
