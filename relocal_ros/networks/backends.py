@@ -63,6 +63,11 @@ def pick_device(name: str = "auto"):
     return torch.device(name)
 
 
+def model_device(model):
+    """The device a torch module's parameters are on (its batches go there)."""
+    return next(model.parameters()).device
+
+
 def cpu_session(model, threads: int = 2):
     """An ONNX Runtime CPU session (model: a file path or the serialized bytes) on `threads` threads that sleep when
     idle. ORT's default has its worker threads spin after each run; the three node processes share 2 cores, so

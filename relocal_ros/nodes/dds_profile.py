@@ -1,7 +1,7 @@
 """The Fast DDS profile for camera images between processes (config/fastdds_large_data.xml: why, and what it
 measured). Fast DDS reads a profile file named by FASTDDS_DEFAULT_PROFILES_FILE when a process creates its first
-participant, so the variable must be in the environment before rclpy.init: relocal-graph passes it to its nodes,
-the replay tool and benchmarks set it for themselves. A profile the user chose (the variable, or Fast DDS's older
+participant, so the variable must be in the environment before rclpy.init: every node's run_node, relocal-graph's
+single process, the replay tool and the test suite set it for themselves. A profile the user chose (the variable, or Fast DDS's older
 FASTRTPS_DEFAULT_PROFILES_FILE) and another RMW than Fast DDS are left alone."""
 from __future__ import annotations
 

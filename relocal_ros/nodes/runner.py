@@ -125,7 +125,7 @@ def _single_process(args: list[str]) -> int:
         # each node on the executor its process would give it (ManagedNode.executor_threads): the short-callback
         # nodes share a single-threaded one, the others a multi-threaded one in a thread of its own
         single = SingleThreadedExecutor()
-        multi = MultiThreadedExecutor(num_threads=3)
+        multi = MultiThreadedExecutor(num_threads=max(n.executor_threads for n in nodes))
         for n in nodes:
             (single if n.executor_threads == 1 else multi).add_node(n)
         threading.Thread(target=multi.spin, daemon=True).start()

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from relocal_ros.geometry.camera import Intrinsics
+from relocal_ros.geometry.camera import Intrinsics, undistort_points
 from relocal_ros.solver.pnp import depth_sensor_sigma, solve_pnp_ransac
 from relocal_ros.solver.relative import full_pose
 
@@ -57,7 +57,6 @@ def sample_query_points(depth: np.ndarray, intr: Intrinsics, step_px: int = 16,
     z = depth[ys, xs].astype(np.float64).ravel()
     ok = np.isfinite(z) & (z > 0.1) & (z < 10.0)
     uv = np.stack([xs.ravel()[ok] * intr.width / w, ys.ravel()[ok] * intr.height / h], 1)
-    from relocal_ros.geometry.camera import undistort_points
     und = undistort_points(uv, intr).astype(np.float64)
     zz = z[ok]
     pts = np.stack([(und[:, 0] - intr.cx) / intr.fx * zz, (und[:, 1] - intr.cy) / intr.fy * zz, zz], 1)
@@ -138,7 +137,6 @@ def photometric_agreement(T_map_cam: np.ndarray, query_grey: np.ndarray, query_i
     keyframe could be drawn; 0 when none has min_points of them inside the query). query_grey: the query's grey
     thumbnail; query_intr: its intrinsics at that size. Occlusions and wide baselines lower a right pose's score;
     a wrong one scores about 0."""
-    from relocal_ros.geometry.camera import undistort_points
     q = _high_pass(query_grey)
     T_cam_map = np.linalg.inv(T_map_cam)
     best = float("nan")
@@ -206,16 +204,18 @@ def verify_evidence(ev, depth: np.ndarray | None, rgb: np.ndarray, keyframe_map,
         if len(samples[0]) == 0:
             return
 
-        def check(T, refs):
-            views = [v for v in (keyframe_depth_view(keyframe_map.keyframes[k]) for k in refs) if v is not None]
-            return dense_consistency(T, samples[0], views, query_grey=samples[1]) if views else None
+        def score(T, views):
+            return dense_consistency(T, samples[0], views, query_grey=samples[1])
     else:
         grey = grey_thumbnail(rgb)
         intr = ev.intrinsics.scaled(grey.shape[1], grey.shape[0])
 
-        def check(T, refs):
-            views = [v for v in (keyframe_depth_view(keyframe_map.keyframes[k]) for k in refs) if v is not None]
-            return photometric_agreement(T, grey, intr, views) if views else None
+        def score(T, views):
+            return photometric_agreement(T, grey, intr, views)
+
+    def check(T, refs):
+        views = [v for v in (keyframe_depth_view(keyframe_map.keyframes[k]) for k in refs) if v is not None]
+        return score(T, views) if views else None
 
     if ev.hypotheses:
         for h in ev.hypotheses:

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from relocal_ros.geometry.camera import Intrinsics
 from relocal_ros.geometry.poses import invert
 from relocal_ros.io_utils import atomic_write_bytes
-from relocal_ros.networks.backends import pick_device
+from relocal_ros.networks.backends import model_device, pick_device
 from relocal_ros.networks.correlation import cell_matches, triplet_matching_loss
 from relocal_ros.networks.exrenet.model import (VIEW_SIZE, XFEAT_SIZE, ExReNet, canonical_intrinsics, pose_targets,
                                                 save_weights, split_outputs, xfeat_input)
@@ -185,10 +185,6 @@ def auxiliary_targets(da, db, Ta, Tb, intr):
         out["cq"].append(_cells(np.where(ok[:, None], uv_q, 0), cw, ch))
         out["ok"].append(ok)
     return {k: torch.from_numpy(np.stack(v)) for k, v in out.items()}
-
-
-def model_device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 def compute_losses(model: ExReNet, xa, xb, da, db, Ta, Tb, intr, generator=None) -> dict:

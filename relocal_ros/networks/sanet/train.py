@@ -29,6 +29,7 @@ from scipy.spatial.transform import Rotation
 from tqdm import tqdm
 
 from relocal_ros.io_utils import atomic_write_bytes
+from relocal_ros.networks.backends import model_device, pick_device
 from relocal_ros.networks.layers import load_xfeat_backbone
 from relocal_ros.networks.sanet.model import (LEVEL_SIZES, Sanet, XFeatPyramid, load_weights, pooled_coordinates,
                                               prepare_image, save_weights)
@@ -258,7 +259,7 @@ def evaluate(model: Sanet, data: ClusterData, picks, batch: int = 16) -> dict:
     errs, base = [], []
     for s in range(0, len(picks), batch):
         feats, xyz, valid, gt, _ = make_batch(data, picks[s:s + batch], 0.0, None)
-        feats, xyz, valid = to_device((feats, xyz, valid), next(model.parameters()).device)
+        feats, xyz, valid = to_device((feats, xyz, valid), model_device(model))
         pred = forward_batch(model, feats, xyz, valid)[-1][0].cpu()
         g = gt[-1]
         ok = torch.isfinite(g).all(1)
@@ -318,7 +319,6 @@ def train(data_dir, out_dir, minutes: float = 30.0, resume: bool = False, batch:
     (training, validation) ClusterData already in memory instead of data_dir's shards; val_per_cluster: queries
     per validation cluster (validation_picks); warmup_steps: linear learning-rate warm-up; device: auto (a GPU when
     torch sees one), cpu or cuda."""
-    from relocal_ros.networks.backends import pick_device
     dev = pick_device(device)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
