@@ -32,8 +32,11 @@ def solve_pnp_ransac(image_points: np.ndarray, map_points: np.ndarray, intr: Int
         return PnPResult(None, np.zeros(n, bool), float("nan"))
     camera = {"model": "PINHOLE", "width": intr.width, "height": intr.height,
               "params": [intr.fx, intr.fy, intr.cx, intr.cy]}
+    # poselib's default runs 3x the iterations that give one all-inlier sample at 99.99 %; the standard count (1x)
+    # cut the solver's PnP from 313 to 106 iterations (median, fr1_rpy), same figures on the hard benchmark (README)
     ransac = {"max_reproj_error": float(max_reproj_error), "max_iterations": int(max_iterations),
-              "min_iterations": int(min(min_iterations, max_iterations)), "success_prob": 0.9999, "seed": int(seed)}
+              "min_iterations": int(min(min_iterations, max_iterations)), "success_prob": 0.9999,
+              "dyn_num_trials_mult": 1.0, "seed": int(seed)}
     pose, info = poselib.estimate_absolute_pose(np.asarray(image_points, np.float64),
                                                 np.asarray(map_points, np.float64), camera, ransac, {})
     inliers = np.asarray(info["inliers"], bool)
