@@ -381,3 +381,22 @@ def test_rgb_only_evidence_is_vetted_by_the_keyframes_brightness(sun3d):
     assert not strict.accepted and "min_independent_inliers_unverified" in strict.reason
     ev, est = outcomes["30 cm off"]
     assert not est.accepted and "keyframes drawn into the query" in est.reason, est.reason
+
+
+def test_guided_matching_projects_the_stored_rotation_closest_to_the_query(sun3d):
+    """A keyframe is stored at several in-plane angles: guided matching searches only the copy whose global
+    descriptor is closest to the query's (the one the global matches came from), not all three."""
+    from relocal_ros.mapping.keyframe_map import rotate_image
+    from relocal_ros.methods.xfeat_pnp import FeaturePnP
+    from relocal_ros.pipeline import default_conf
+    kmap = _single_keyframe_map(sun3d[0])
+    kf = kmap.keyframes[0]
+    assert len(kmap.rotations) == 3
+    method = FeaturePnP(kmap, default_conf()["inference"])
+    for r, angle in enumerate(kmap.rotations):
+        _, gdesc = kmap.encoder(rotate_image(sun3d[3].rgb, angle))  # a frame 0.1 s later, turned like copy r
+        X, D = method._guide_set([0], gdesc)
+        sub = kf.rotation_subset(r)
+        assert len(D) == len(sub) < len(kf.features)
+        np.testing.assert_array_equal(D, kf.features.descriptors[sub])
+        np.testing.assert_array_equal(X, kf.points3d[sub])
