@@ -250,17 +250,22 @@ class FeaturePnP:
         tau = 2.0 * pinhole.width / 640.0 * 4.0
         # a guide needs no more than a few hundred matches (local optimisation costs grow with them); all are counted
         sub = np.random.default_rng(0).choice(len(uv), 400, replace=False) if len(uv) > 400 else slice(None)
-        cands = [solve_pnp_ransac(uv[sub], X[sub], pinhole, tau, 300).T_map_cam]
-        if xyz is not None and np.isfinite(xyz).all(1).sum() >= 3:
-            ok = np.isfinite(xyz).all(1)
-            cands.append(solve_rigid_ransac(xyz[ok], X[ok], 300).T_map_cam)
-        best, best_n = None, int(c["guided_min_inliers"]) - 1
-        for T in cands:
+
+        def support(T):
             if T is None:
-                continue
+                return -1
             r = reprojection_residuals(invert(T), uv, X, pinhole).reshape(-1, 2)
-            n = int((np.linalg.norm(r, axis=1) < tau).sum())
-            if n > best_n:
+            return int((np.linalg.norm(r, axis=1) < tau).sum())
+
+        best, best_n = None, int(c["guided_min_inliers"]) - 1
+        T = solve_pnp_ransac(uv[sub], X[sub], pinhole, tau, 300).T_map_cam
+        if (n := support(T)) > best_n:
+            best, best_n = T, n
+        # a PnP hypothesis that needs no guiding (guide_below) needs no second opinion either: Kabsch costs ~6 ms
+        if xyz is not None and np.isfinite(xyz).all(1).sum() >= 3 and best_n < c["guide_below"]:
+            ok = np.isfinite(xyz).all(1)
+            T = solve_rigid_ransac(xyz[ok], X[ok], 300).T_map_cam
+            if (n := support(T)) > best_n:
                 best, best_n = T, n
         return best
 
