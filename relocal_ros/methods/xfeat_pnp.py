@@ -3,6 +3,8 @@ retrieved keyframes' stored ones, lifted to 3D with the keyframes' depth -> 2D-3
 PnP-RANSAC; with query depth also 3D-3D hypotheses, a dense depth check and ICP (README "Unseen real scenes")."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from scipy.spatial import cKDTree
 
@@ -93,7 +95,8 @@ class FeaturePnP:
         refs_with_depth = [k for k, v in with_depth if v is not None]
         views = [v for _, v in with_depth if v is not None]
         samples = sample_query_points(frame.depth, intr, rgb=frame.rgb) if views else None
-        guide_set = self._guide_set(refs, gdesc) if c["guided_matching"] else None
+        # built on first use: the common, confident query never guides
+        guide_set = functools.cache(lambda: self._guide_set(refs, gdesc))
 
         def judged(result):
             """(result, dense check or None, global-match support): the evidence the solver will weigh."""
@@ -182,7 +185,8 @@ class FeaturePnP:
         query's, the one its global matches come from. The other rotations hold copies of the same points, described
         from a turned image: they tripled the window search and the re-solve's matches (guided matching 50-70 ->
         20-26 ms on fr1_rpy's slowest queries; the hard benchmark's real scenes kept their figures: README)."""
-        subs = [(self.map.keyframes[k], self.map.keyframes[k].closest_rotation_subset(gdesc)) for k in refs]
+        kfs = [self.map.keyframes[k] for k in refs]
+        subs = [(kf, kf.closest_rotation_subset(gdesc)) for kf in kfs]
         return (np.concatenate([kf.points3d[sub] for kf, sub in subs]),
                 np.concatenate([kf.features.descriptors[sub] for kf, sub in subs]))
 
@@ -197,7 +201,7 @@ class FeaturePnP:
         if T is None:
             return T, qi, X, w, independent
         # every retrieved keyframe's 3D points at once (one window search), projected with the hypothesis
-        ref_X, ref_D = guide_set
+        ref_X, ref_D = guide_set()
         tree = cKDTree(q_uv)
         scale = pinhole.width / 640.0
         gq = np.zeros(0, int)
@@ -262,8 +266,8 @@ class FeaturePnP:
         if (n := support(T)) > best_n:
             best, best_n = T, n
         # a PnP hypothesis that needs no guiding (guide_below) needs no second opinion either: Kabsch costs ~6 ms
-        if xyz is not None and np.isfinite(xyz).all(1).sum() >= 3 and best_n < c["guide_below"]:
-            ok = np.isfinite(xyz).all(1)
+        ok = np.isfinite(xyz).all(1) if xyz is not None else np.zeros(0, bool)
+        if ok.sum() >= 3 and best_n < c["guide_below"]:
             T = solve_rigid_ransac(xyz[ok], X[ok], 300).T_map_cam
             if (n := support(T)) > best_n:
                 best, best_n = T, n
