@@ -11,7 +11,8 @@ Methods, each through relocal_ros.pipeline.Relocalizer(kmap, {"inference": {"met
 A method whose module or weights are missing is listed as skipped with the reason.
 
 Printed per dataset and method: median translation / rotation error, share within 5 cm/5 deg and 10 cm/10 deg,
-refused share, p50/p95 per-query latency (wall time of one localize, CPU); for the scene-coordinate methods also
+refused share, p50/p95 per-query latency (wall time of one localize, CPU), the share of accepted poses whose ground
+truth lies inside their published 95 % ellipsoid (position / full pose); for the scene-coordinate methods also
 the share of predicted scene coordinates within 5/10/20 cm of the truth (query depth + ground-truth pose), whose
 CDFs are saved as a PNG (as SANet's Fig. 6).
 
@@ -37,6 +38,7 @@ from bench_localization import ground_truth_by_stamp  # noqa: E402
 
 from relocal_ros.data.sources import open_source  # noqa: E402
 from relocal_ros.data.splits import split_tum  # noqa: E402
+from relocal_ros.evaluation.metrics import CHI2_95, mahalanobis_sq  # noqa: E402
 from relocal_ros.geometry.poses import pose_error  # noqa: E402
 from relocal_ros.mapping.builder import build_map  # noqa: E402
 from relocal_ros.mapping.keyframe_map import KeyframeMap  # noqa: E402
@@ -96,7 +98,7 @@ def run(name, kmap, queries, gt, methods, threads, max_queries):
             print(f"| {name} | {m} | skipped: {why} |", flush=True)
             continue
         loc.localize(queries[int(idx[0])])  # warm-up (lazy model loading, ONNX sessions)
-        terr, rerr, lat, n, refused, wrong, sc = [], [], [], 0, 0, 0, []
+        terr, rerr, lat, n, refused, wrong, sc, inside = [], [], [], 0, 0, 0, [], []
         for i in idx:
             f = queries[int(i)]
             T = truth.get(f.stamp)
@@ -118,6 +120,9 @@ def run(name, kmap, queries, gt, methods, threads, max_queries):
             terr.append(dt)
             rerr.append(dr)
             wrong += dt > 0.25 or dr > 10
+            if est.covariance is not None:
+                d3, d6 = mahalanobis_sq(est.T_map_cam, est.covariance, T)
+                inside.append((d3 < CHI2_95[3], d6 < CHI2_95[6]))
         terr, rerr, lat = np.array(terr), np.array(rerr), np.array(lat) * 1000
 
         def share(t, r):
@@ -126,19 +131,20 @@ def run(name, kmap, queries, gt, methods, threads, max_queries):
         if len(sc):
             cdfs[m] = sc
         sc_txt = " / ".join(f"{100.0 * np.mean(sc < c):.0f} %" for c in CDF_AT) if len(sc) else "-"
+        cov_txt = " / ".join(f"{100.0 * v:.0f} %" for v in np.mean(inside, axis=0)) if inside else "-"
         rows.append(f"| {name} | {m} | {len(kmap)} | {n} | "
                     f"{np.median(terr) * 100 if len(terr) else np.nan:.1f} | "
                     f"{np.median(rerr) if len(rerr) else np.nan:.2f} | {share(0.05, 5):.1f} % | "
                     f"{share(0.10, 10):.1f} % | {100.0 * refused / max(n, 1):.1f} % | "
                     f"{100.0 * wrong / max(n, 1):.1f} % | "
                     f"{np.percentile(lat, 50):.0f} | "
-                    f"{np.percentile(lat, 95):.0f} | {sc_txt} |")
+                    f"{np.percentile(lat, 95):.0f} | {cov_txt} | {sc_txt} |")
         print(rows[-1], flush=True)
     return rows, cdfs
 
 
 HEADER = ("| data | method | keyframes | queries | median t (cm) | median r (deg) | 5cm/5deg | 10cm/10deg | refused | "
-          "wrong >25cm/10deg | p50 ms | p95 ms | scene coords within 5/10/20 cm |\n|" + "---|" * 13)
+          "wrong >25cm/10deg | p50 ms | p95 ms | truth in 95 % ellipsoid 3/6-DoF | scene coords within 5/10/20 cm |\n|" + "---|" * 14)
 
 
 def plot_cdfs(all_cdfs: dict, path: Path) -> None:

@@ -1,7 +1,7 @@
 """Does the RGB-only photometric check tell right poses from wrong ones, per scene?
 
 For every query of the hard benchmark's scenes with ground truth, the check (solver/verification.py
-`photometric_agreement`: the 3 keyframes nearest the pose drawn into the query, high-passed brightness correlated)
+`photometric_agreement`: the 5 keyframes nearest the pose (`nearest_views`) drawn into the query, high-passed brightness correlated)
 scores the true pose and the same pose moved by 10 cm, 25 cm, turned by 5° and 10°, and both (25 cm and 10°), each in
 a random direction. Prints, per scene, the percentiles of each and the share that passes `min_photometric_agreement`;
 plots the distributions to bench/figures/photometric_separation.png.
@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 import bench_hard  # noqa: E402  (the same scenes, splits and cached maps)
 from relocal_ros.pipeline import default_conf  # noqa: E402
-from relocal_ros.solver.verification import (grey_thumbnail, keyframe_depth_view, nearest_keyframes,  # noqa: E402
+from relocal_ros.solver.verification import (grey_thumbnail, keyframe_depth_view, nearest_views,  # noqa: E402
                                              photometric_agreement)
 
 MOVES = {"true": (0.0, 0.0), "10 cm": (0.10, 0.0), "25 cm": (0.25, 0.0), "5°": (0.0, 5.0), "10°": (0.0, 10.0),
@@ -40,14 +40,14 @@ def moved(T: np.ndarray, metres: float, degrees: float, rng) -> np.ndarray:
 
 
 def scene_scores(kmap, queries, truths, rng) -> dict[str, list[float]]:
-    centres = kmap.centres()
+    viewpoints = kmap.viewpoints()
     out = {k: [] for k in MOVES}
     for f, truth in zip(queries, truths):
         grey = grey_thumbnail(f.rgb)
         intr = f.intrinsics.scaled(grey.shape[1], grey.shape[0])
         for name, (m, deg) in MOVES.items():
             T = moved(truth, m, deg, rng) if m or deg else truth
-            views = [v for v in (keyframe_depth_view(kmap.keyframes[k]) for k in nearest_keyframes(centres, T))
+            views = [v for v in (keyframe_depth_view(kmap.keyframes[k]) for k in nearest_views(viewpoints, T))
                      if v is not None]
             out[name].append(photometric_agreement(T, grey, intr, views))
     return out

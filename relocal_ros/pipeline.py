@@ -84,11 +84,11 @@ class InferenceEngine:
         self.map = keyframe_map
         self.conf = stage_conf("inference", conf)
         self.method = method_class(self.conf["method"])(keyframe_map, self.conf)
-        self._centres = keyframe_map.centres()
+        self._viewpoints = keyframe_map.viewpoints()  # keyframe centres and optical axes
 
     def add_keyframe(self, keyframe) -> None:
         """Keep per-keyframe precomputation (network features, scene pyramids) in step with a growing map."""
-        self._centres = self.map.centres()
+        self._viewpoints = self.map.viewpoints()
         self.method.add_keyframe(keyframe)
 
     def infer(self, frame: RGBDFrame) -> QueryEvidence:
@@ -114,15 +114,17 @@ class InferenceEngine:
         if self.method.needs_retrieval:
             query.features, query.global_descriptor = self.map.encoder(frame.rgb)
             _, cand = self.map.index.search(query.global_descriptor, int(c["retrieval_candidates"]))
-            query.refs = select_diverse(cand, self._centres, int(c["num_references"]), c["min_reference_distance"],
+            query.refs = select_diverse(cand, self._viewpoints[0], int(c["num_references"]), c["min_reference_distance"],
                                         c["max_reference_distance"])
             ev.keyframe_ids = list(query.refs)
         self.method.infer(query, ev)
         if not ev.refusal and (depth is None or not self.method.uses_depth):
             # a method blind to the query's depth is checked against it all the same, and any method's evidence on
             # an RGB-only query against the keyframes' brightness: never confidently wrong
-            verify_evidence(ev, depth, frame.rgb, self.map, self._centres,
-                            max(4.0 * intr.width / 640.0, self.method.solver.reproj_frac * intr.width))
+            traits = self.method.solver
+            verify_evidence(ev, depth, frame.rgb, self.map, self._viewpoints,
+                            max(4.0 * intr.width / 640.0, traits.reproj_frac * intr.width),
+                            soft_inlier=traits.soft_inlier)
         ev.inference_seconds = time.perf_counter() - t0
         return ev
 

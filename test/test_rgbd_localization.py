@@ -255,7 +255,7 @@ def test_query_depth_vets_the_evidence_of_depth_blind_methods(sun3d):
     scale = float(np.linalg.norm(T_kf_q[:3, 3]))
     ev = QueryEvidence("q", query.intrinsics, "exrenet")
     ev.hypotheses = [RelativePoseHypothesis(0, kmap.keyframes[0].T_map_cam, T, scale) for T in (wrong, T_kf_q)]
-    verify_evidence(ev, query.depth, query.rgb, kmap, kmap.centres(), 4.0)
+    verify_evidence(ev, query.depth, query.rgb, kmap, kmap.viewpoints(), 4.0)
     agreement = [h.dense_consistency for h in ev.hypotheses]
     assert agreement[0] < 0.4 < 0.8 < agreement[1] and not ev.refusal, agreement
     # what the engine found reaches the solver node: each hypothesis's agreement, and "not checked" stays NaN
@@ -291,7 +291,7 @@ def test_query_depth_vets_the_evidence_of_depth_blind_methods(sun3d):
         ev = QueryEvidence("q", intr, "sanet", image_points=uv[inside].astype(np.float32),
                            map_points=(X[inside] + offset * query.pose[:3, 2]).astype(np.float32), keyframe_ids=[0])
         ev.weights = np.ones(len(ev.image_points), np.float32)
-        verify_evidence(ev, query.depth, query.rgb, kmap, kmap.centres(), 24.0)
+        verify_evidence(ev, query.depth, query.rgb, kmap, kmap.viewpoints(), 24.0)
         assert ev.dense_samples > 500
         outcomes[name] = (ev.dense_consistency, PoseSolver().solve(ev))
     assert outcomes["true"][0] > 0.8 and outcomes["true"][1].accepted, outcomes["true"][1].reason
@@ -302,7 +302,7 @@ def test_query_depth_vets_the_evidence_of_depth_blind_methods(sun3d):
     ev = QueryEvidence("q", intr, "sanet", image_points=uv[inside].astype(np.float32),
                        map_points=(X[inside] + [0.30, 0, 0]).astype(np.float32), keyframe_ids=[0])
     ev.weights = np.ones(len(ev.image_points), np.float32)
-    verify_evidence(ev, query.depth, query.rgb, kmap, kmap.centres(), 24.0)
+    verify_evidence(ev, query.depth, query.rgb, kmap, kmap.viewpoints(), 24.0)
     assert 0.4 <= ev.dense_consistency < 0.65
     est = PoseSolver().solve(ev)
     assert not est.accepted and "needs the depth's confirmation" in est.reason
@@ -333,7 +333,7 @@ def test_rgb_only_evidence_is_vetted_by_the_keyframes_brightness(sun3d):
     ev = QueryEvidence("q", query.intrinsics, "exrenet")
     ev.hypotheses = [RelativePoseHypothesis(0, kmap.keyframes[0].T_map_cam, T, float(np.linalg.norm(T[:3, 3])))
                      for T in (turned, moved, T_kf_q)]
-    verify_evidence(ev, None, query.rgb, kmap, kmap.centres(), 4.0)
+    verify_evidence(ev, None, query.rgb, kmap, kmap.viewpoints(), 4.0)
     agreement = [h.photometric_agreement for h in ev.hypotheses]
     assert max(agreement[:2]) < threshold < agreement[2], agreement
     assert all(np.isnan(h.dense_consistency) for h in ev.hypotheses)  # no depth: the depth check did not run
@@ -358,7 +358,7 @@ def test_rgb_only_evidence_is_vetted_by_the_keyframes_brightness(sun3d):
         ev = QueryEvidence("q", intr, "sanet", image_points=uv[inside].astype(np.float32),
                            map_points=(X[inside] + [offset, 0, 0]).astype(np.float32), keyframe_ids=[0])
         ev.weights = np.ones(len(ev.image_points), np.float32)
-        verify_evidence(ev, None, query.rgb, kmap, kmap.centres(), 24.0)
+        verify_evidence(ev, None, query.rgb, kmap, kmap.viewpoints(), 24.0)
         outcomes[name] = (ev.photometric_agreement, PoseSolver().solve(ev))
     assert outcomes["true"][0] > threshold and outcomes["true"][1].accepted, outcomes["true"]
     assert outcomes["30 cm off"][0] < threshold and not outcomes["30 cm off"][1].accepted
@@ -373,7 +373,7 @@ def test_rgb_only_evidence_is_vetted_by_the_keyframes_brightness(sun3d):
         ev.weights = np.ones(len(ev.image_points), np.float32)
         # 20 found by global matching (< min_independent_inliers_unverified), 40 by guided matching
         ev.independent = np.arange(60) < 20
-        verify_evidence(ev, None, query.rgb, kmap, kmap.centres(), 4.0)
+        verify_evidence(ev, None, query.rgb, kmap, kmap.viewpoints(), 4.0)
         outcomes[name] = (ev, PoseSolver().solve(ev))
     ev, est = outcomes["true"]
     assert ev.photometric_agreement >= default_conf()["solver"]["photometric_confirmation"] and est.accepted, est.reason
@@ -400,3 +400,43 @@ def test_guided_matching_projects_the_stored_rotation_closest_to_the_query(sun3d
         assert len(D) == len(sub) < len(kf.features)
         np.testing.assert_array_equal(D, kf.features.descriptors[sub])
         np.testing.assert_array_equal(X, kf.points3d[sub])
+
+
+def test_the_engine_checks_the_pose_the_solver_publishes(sun3d, monkeypatch):
+    """A soft-inlier method's (SANet's) evidence is checked against the query's depth under the pose that the solver's
+    soft-inlier PnP then publishes, not under a plain RANSAC pose of the same correspondences (on fr1_rpy that one was
+    up to 10 cm / 6 deg from the published pose, and vouched for it)."""
+    from relocal_ros.pipeline import InferenceEngine, PoseSolver
+    from relocal_ros.solver import verification
+    kmap = _single_keyframe_map(sun3d[10])
+    checked = []
+    real = verification.dense_consistency
+
+    def recording(T, *args, **kwargs):
+        checked.append(np.array(T))
+        return real(T, *args, **kwargs)
+    monkeypatch.setattr(verification, "dense_consistency", recording)
+    engine, solver = InferenceEngine(kmap, {"method": "sanet"}), PoseSolver()
+    for i in (26, 30):
+        checked.clear()
+        ev = engine.infer(sun3d[i])
+        assert not ev.refusal and ev.dense_samples > 0, ev.refusal
+        est = solver.solve(ev)
+        assert len(checked) == 1 and est.candidate is not None
+        assert np.allclose(checked[0], est.candidate, atol=1e-9), pose_error(checked[0], est.candidate)
+
+
+def test_a_pose_without_retrieval_is_checked_against_keyframes_that_looked_the_same_way():
+    """verification.nearest_views: where the camera turns in place (fr1_rpy), the keyframes nearest by centre look
+    elsewhere; those that stood near the pose *and* looked its way judge it."""
+    from relocal_ros.solver.verification import nearest_views
+    yaw = [0, 90, 180, 270, 5, 0]          # degrees about the vertical (y) axis
+    x = [0.0, 0.01, 0.02, 0.03, 0.25, 1.5]  # metres along x
+    poses = [make_T(Rotation.from_euler("y", a, degrees=True).as_matrix(), [d, 0, 0]) for a, d in zip(yaw, x)]
+    centres = np.array([T[:3, 3] for T in poses])
+    axes = np.array([T[:3, 2] for T in poses])
+    query = make_T(Rotation.from_euler("y", 2, degrees=True).as_matrix(), [0.02, 0, 0])
+    assert nearest_views((centres, axes), query, k=2) == [0, 4]
+    # by centre alone the three turned keyframes (1-3 cm away) would come before the one 23 cm away looking the same way
+    assert set(np.argsort(np.linalg.norm(centres - query[:3, 3], axis=1))[:3]) == {1, 2, 3}
+    assert nearest_views((np.zeros((0, 3)), np.zeros((0, 3))), query) == []

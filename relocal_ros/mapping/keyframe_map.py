@@ -184,6 +184,11 @@ class KeyframeMap:
     def centres(self) -> np.ndarray:
         return np.array([kf.centre for kf in self.keyframes]).reshape(-1, 3)
 
+    def viewpoints(self) -> tuple[np.ndarray, np.ndarray]:
+        """(centres, unit optical axes in the map frame), N x 3 each: where each keyframe stood and looked."""
+        axes = np.array([kf.T_map_cam[:3, 2] for kf in self.keyframes]).reshape(-1, 3)
+        return self.centres(), axes / np.maximum(np.linalg.norm(axes, axis=1, keepdims=True), 1e-12)
+
     # -- persistence ----------------------------------------------------------------------------------------
     def save(self, path) -> Path:
         """Write a new version atomically; returns its directory."""

@@ -14,15 +14,21 @@ from relocal_ros.solver.pnp import PnPResult, reprojection_residuals
 
 
 def _residual_norms(R: np.ndarray, t: np.ndarray, uv: np.ndarray, X: np.ndarray, K: np.ndarray) -> np.ndarray:
-    pc = X @ R.T + t
+    """Reprojection error (pixels) of every point under every pose: R (M, 3, 3), t (M, 3) -> (M, N); one matrix
+    product for all M hypotheses (a Python loop over 256 P3P samples took ~100 ms of DSAC++'s solve)."""
+    fx, fy, cx, cy = (R.dtype.type(v) for v in (K[0, 0], K[1, 1], K[0, 2], K[1, 2]))  # keep R's precision
+    pc = (R.reshape(-1, 3) @ X.T).reshape(len(R), 3, -1) + t[:, :, None]
     z = pc[:, 2]
-    proj = pc[:, :2] / np.where(z > 1e-6, z, 1e-6)[:, None] * [K[0, 0], K[1, 1]] + [K[0, 2], K[1, 2]]
-    r = np.linalg.norm(proj - uv, axis=1)
-    return np.where(z > 1e-6, r, 1e6)  # behind the camera: never an inlier
+    zs = np.where(z > 1e-6, z, R.dtype.type(1e-6))
+    du = pc[:, 0] / zs * fx + cx - uv[:, 0]
+    dv = pc[:, 1] / zs * fy + cy - uv[:, 1]
+    return np.where(z > 1e-6, np.sqrt(du * du + dv * dv), R.dtype.type(1e6))  # behind the camera: never an inlier
 
 
-def soft_inlier_score(r: np.ndarray, tau: float, beta: float) -> float:
-    return float(np.sum(0.5 * (1.0 + np.tanh(0.5 * beta * (tau - r)))))  # sigmoid, overflow-free
+def soft_inlier_score(r: np.ndarray, tau: float, beta: float) -> np.ndarray | float:
+    """Sum over the last axis of sigmoid(beta (tau - r)) (overflow-free form): one score per row of residuals."""
+    s = np.sum(0.5 * (1 + np.tanh(0.5 * beta * (tau - r))), axis=-1)
+    return float(s) if np.ndim(s) == 0 else s
 
 
 def solve_pnp_soft_inlier(image_points: np.ndarray, map_points: np.ndarray, intr: Intrinsics, tau: float = 4.0,
@@ -36,7 +42,7 @@ def solve_pnp_soft_inlier(image_points: np.ndarray, map_points: np.ndarray, intr
         return PnPResult(None, np.zeros(n, bool), float("nan")), 0.0
     K = intr.K
     rng = np.random.default_rng(seed)
-    best, best_score = None, -1.0
+    Rs, ts = [], []
     for _ in range(n_hypotheses):
         idx = rng.choice(n, 3, replace=False)
         try:
@@ -44,14 +50,24 @@ def solve_pnp_soft_inlier(image_points: np.ndarray, map_points: np.ndarray, intr
         except cv2.error:
             continue
         for rv, tv in zip(rvecs[:count], tvecs[:count]):
-            R = cv2.Rodrigues(rv)[0]
-            s = soft_inlier_score(_residual_norms(R, tv.ravel(), uv, X, K), tau, beta)
-            if s > best_score:
-                best, best_score = (R, tv.ravel()), s
-    if best is None:
+            Rs.append(cv2.Rodrigues(rv)[0])
+            ts.append(tv.ravel())
+    if not Rs:
         return PnPResult(None, np.zeros(n, bool), float("nan")), 0.0
-    R, t = best
-    inliers = _residual_norms(R, t, uv, X, K) < tau
+    Rs, ts = np.array(Rs), np.array(ts)
+    # scoring in float32: 6x faster (SIMD tanh) and ample for pixel residuals; chunks bound the arrays' size
+    Rs32, ts32, uv32, X32 = (a.astype(np.float32) for a in (Rs, ts, uv, X))
+    scores = np.concatenate([soft_inlier_score(_residual_norms(Rs32[i:i + 128], ts32[i:i + 128], uv32, X32, K),
+                                               np.float32(tau), np.float32(beta))
+                             for i in range(0, len(Rs), 128)])
+    best = int(np.argmax(scores))  # the first of equal scores, as the sequential search kept
+    best_score = float(scores[best])
+    R, t = Rs[best], ts[best]
+
+    def residuals(R, t):
+        return _residual_norms(R[None], t[None], uv, X, K)[0]
+
+    inliers = residuals(R, t) < tau
     for _ in range(max_refine_iterations):
         if inliers.sum() < 4:
             break
@@ -60,7 +76,7 @@ def solve_pnp_soft_inlier(image_points: np.ndarray, map_points: np.ndarray, intr
         if not ok:
             break
         R, t = cv2.Rodrigues(rv)[0], tv.ravel()
-        new = _residual_norms(R, t, uv, X, K) < tau
+        new = residuals(R, t) < tau
         if np.array_equal(new, inliers):
             break
         inliers = new
