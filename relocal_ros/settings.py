@@ -144,6 +144,9 @@ CORE: tuple[Setting, ...] = (
       "solver", range=(0.0, 1.0), nodes=(SOLVER,)),
     S("max_position_std", 0.25, "refuse when the covariance says the position is this uncertain (m)", "solver",
       range=(0.001, 10.0), nodes=(SOLVER,)),
+    S("covariance_points", "independent", "PnP covariance from the inliers found without a pose hypothesis "
+      "(independent; guided matches were chosen to fit the pose, so they cannot narrow its uncertainty) or from all "
+      "inliers (all)", "solver", choices=("independent", "all"), nodes=(SOLVER,)),
     S("pnp_scoring", "ransac", "PnP hypothesis scoring: ransac (poselib LO-RANSAC) or soft_inlier (DSAC++ Eq. 5)",
       "solver", choices=("ransac", "soft_inlier"), nodes=(SOLVER,)),
     S("fusion", "exrenet", "relative-pose methods: how relative poses are combined: exrenet (triangulation + "

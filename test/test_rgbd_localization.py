@@ -440,3 +440,25 @@ def test_a_pose_without_retrieval_is_checked_against_keyframes_that_looked_the_s
     # by centre alone the three turned keyframes (1-3 cm away) would come before the one 23 cm away looking the same way
     assert set(np.argsort(np.linalg.norm(centres - query[:3, 3], axis=1))[:3]) == {1, 2, 3}
     assert nearest_views((np.zeros((0, 3)), np.zeros((0, 3))), query) == []
+
+
+def test_guided_matches_sharpen_the_pose_but_not_its_covariance(sun3d):
+    """Guided matches are found in windows around the hypothesis and follow it when it is off: the published
+    covariance comes from the globally matched inliers (solver.covariance_points = independent), so a pose carried
+    mostly by guided matches says it is less certain than the same pose from as many independent matches."""
+    from relocal_ros.pipeline import InferenceEngine, PoseSolver
+    kmap = _single_keyframe_map(sun3d[0])
+    query = sun3d[20]
+    query.pose = None
+    ev = InferenceEngine(kmap, {"guide_below": 10 ** 6}).infer(query)  # always guided
+    # a map that states exact keyframe poses (as synthetic maps do): the matching part of the covariance alone
+    ev.map_sigma_m = ev.map_sigma_deg = 0.0
+    a, b = PoseSolver().solve(ev), PoseSolver({"covariance_points": "all"}).solve(ev)
+    assert a.accepted and b.accepted, (a.reason, b.reason)
+    assert np.allclose(a.T_map_cam, b.T_map_cam)
+    guided = a.inliers - a.scores["independent_inliers"]
+    assert guided > 0.25 * a.inliers, (guided, a.inliers)
+    assert np.trace(a.covariance[:3, :3]) > 1.2 * np.trace(b.covariance[:3, :3])
+    ev.independent = np.ones(len(ev.image_points), bool)  # the same matches, all found globally
+    c = PoseSolver().solve(ev)
+    assert np.allclose(c.covariance, b.covariance)
