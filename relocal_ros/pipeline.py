@@ -206,8 +206,8 @@ class PoseSolver:
         sigma = max(res.reprojection_rms, c["min_pixel_sigma"], traits.sigma_floor_frac * tau)
         map_m, map_deg = self._map_sigma(ev)
         # guided matches were found in windows around the hypothesis and follow it when it is off: they sharpen the
-        # pose but cannot narrow its uncertainty (synthetic wide-baseline scenes: poses 11-23 cm off from 24-109
-        # global and 200-300 guided inliers claimed sigma 6-7 cm)
+        # pose but cannot narrow its uncertainty (synthetic wide-baseline scenes: poses 8-23 cm off from 24-109
+        # global and 163-249 guided inliers claimed sigma 4-7 cm)
         used = indep if c["covariance_points"] == "independent" else res.inliers
         cov = pose_covariance(res.T_map_cam, ev.image_points[used], ev.map_points[used],
                               ev.intrinsics, sigma, map_m, map_deg, views=max(1, len(ev.keyframe_ids))) \
