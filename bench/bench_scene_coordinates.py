@@ -21,6 +21,7 @@ CDFs are saved as a PNG (as SANet's Fig. 6).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -86,7 +87,7 @@ def make_localizer(method: str, kmap, threads: int):
     return (None, problem) if problem else (loc, "")
 
 
-def run(name, kmap, queries, gt, methods, threads, max_queries):
+def run(name, kmap, queries, gt, methods, threads, max_queries, dump=None):
     truth = ground_truth_by_stamp(gt)
     idx = np.arange(len(queries))
     if max_queries and len(idx) > max_queries:
@@ -113,6 +114,13 @@ def run(name, kmap, queries, gt, methods, threads, max_queries):
                 X = ground_truth_scene_coordinates(ev.image_points, f.depth, f.intrinsics, T)
                 ok = np.isfinite(X).all(1)
                 sc.append(np.linalg.norm(ev.map_points[ok] - X[ok], axis=1))
+            if dump is not None:  # bench_hard.py's record: plot_acceptance.py reads both
+                hyp = est.T_map_cam if est.accepted else est.candidate
+                err = dict(zip(("t_err", "r_err"), pose_error(hyp, T))) if hyp is not None else {}
+                dump.write(json.dumps({"scene": name, "method": m, "stamp": f.stamp, "accepted": est.accepted,
+                                       "reason": est.reason, "inliers": est.inliers, **err,
+                                       **{k: v for k, v in est.scores.items() if isinstance(v, (int, float))}},
+                                      default=float) + "\n")
             if not est.accepted:
                 refused += 1
                 continue
@@ -180,11 +188,14 @@ def main():
     ap.add_argument("--max-queries", type=int, default=0, help="evenly subsample queries (0 = all)")
     ap.add_argument("--plot", type=Path, default=Path("scene_coordinate_cdf.png"))
     ap.add_argument("--work", type=Path, default=None, help="keep maps and trained heads here (default: temp dir)")
+    ap.add_argument("--dump", type=Path, default=None,
+                    help="JSON lines of every query's acceptance scores and error (for bench/plot_acceptance.py)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     print(f"machine: {os.cpu_count()} cores, torch {torch.__version__} on {torch.get_num_threads()} threads; "
           f"load average {os.getloadavg()[0]:.1f}\n", flush=True)
     rows, all_cdfs = [], {}
+    dump = open(a.dump, "w") if a.dump else None
     with tempfile.TemporaryDirectory() as tmp:
         work = a.work or Path(tmp)
         synthetic = None
@@ -214,10 +225,12 @@ def main():
                           f"{meta.get('val_median_cm', float('nan')):.1f} cm vs mean-point "
                           f"{meta.get('val_baseline_median_cm', float('nan')):.1f} cm)", flush=True)
                 maps[key] = kmap
-            r, cdfs = run(name, maps[key], queries, gt, a.methods, a.threads, a.max_queries)
+            r, cdfs = run(name, maps[key], queries, gt, a.methods, a.threads, a.max_queries, dump)
             rows += r
             if cdfs:
                 all_cdfs[name] = cdfs
+    if dump:
+        dump.close()
     print("\nsummary")
     print(HEADER)
     for r in rows:
