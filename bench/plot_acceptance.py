@@ -24,8 +24,10 @@ def main():
     ap.add_argument("dump", type=Path)
     ap.add_argument("--out", type=Path, default=Path("acceptance.png"))
     ap.add_argument("--method", default="relocal default")
-    ap.add_argument("--score", default="dense_consistency", choices=("dense_consistency", "photometric_agreement"),
-                    help="left panel's y axis: the depth check (RGB-D) or the photometric check (RGB only)")
+    ap.add_argument("--score", default="dense_consistency",
+                    choices=("dense_consistency", "dense_photometric", "photometric_agreement"),
+                    help="left panel's y axis: the depth check (RGB-D), the brightness at its consistent samples "
+                         "(RGB-D, learned dense methods), or the photometric check (RGB only)")
     a = ap.parse_args()
     import matplotlib
     matplotlib.use("Agg")
@@ -59,8 +61,10 @@ def main():
             print(f"{scene:36s} {label:8s} n={len(sel):3d}  independent inliers {np.nanmin(x):5.0f}..{np.nanmax(x):5.0f}"
                   f"  {a.score} {ylo:.2f}..{yhi:.2f}"
                   f"  coverage {np.nanmin(c):.2f}..{np.nanmax(c):.2f}")
-    left = (("dense depth consistency (RGB-D)", conf["min_dense_consistency"]) if a.score == "dense_consistency" else
-            ("photometric agreement (RGB only)", conf["min_photometric_agreement"]))
+    left = {"dense_consistency": ("dense depth consistency (RGB-D)", conf["min_dense_consistency"]),
+            "dense_photometric": ("brightness correlation at the depth-consistent samples (RGB-D)",
+                                  conf["min_dense_photometric"]),
+            "photometric_agreement": ("photometric agreement (RGB only)", conf["min_photometric_agreement"])}[a.score]
     for ax, ylab, thr in ((axes[0], *left),
                           (axes[1], "inlier coverage of the image", conf["min_inlier_coverage"])):
         ax.set_xscale("log")

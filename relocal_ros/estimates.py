@@ -53,6 +53,10 @@ class QueryEvidence:
     # PnP pose, correlated with the query's (solver/verification.py). NaN: not checked
     photometric_agreement: float = float("nan")
     fallback: bool = False                   # the fallback matcher ran (weak first evidence): costs latency
+    # the pose the method (or the engine's check) derived from this evidence and checked (dense_* or
+    # photometric_agreement judge it): the solver scores and publishes it instead of searching again (RGB-D scene
+    # coordinates: Kabsch + ICP, which no PnP over the cells reproduces; soft-inlier PnP: no second identical search)
+    checked_pose: np.ndarray | None = None   # 4x4 camera-to-map, or None
 
 
 @dataclass

@@ -18,10 +18,12 @@ from relocal_ros.methods import method_class, method_names
 from relocal_ros.methods.base import RELATIVE_POSES, Query
 from relocal_ros.retrieval.index import select_diverse
 from relocal_ros.settings import MIN_DENSE_CONSISTENCY, setting, stage_defaults
-from relocal_ros.solver.pnp import PnPResult, inlier_coverage, pose_covariance, reprojection_residuals, solve_pnp_ransac
+from relocal_ros.solver.pnp import (PnPResult, inlier_coverage, pose_covariance, pose_result, reprojection_residuals,
+                                   solve_pnp_ransac)
 from relocal_ros.solver.relative import FUSION_MIN_AGREEING, fuse
-from relocal_ros.solver.rigid import solve_rigid_ransac
-from relocal_ros.solver.soft_ransac import solve_pnp_soft_inlier
+from relocal_ros.solver.rgbd_scene_coordinates import KABSCH_FLOOR_M as RGBD_FLOOR_M
+from relocal_ros.solver.rigid import rigid_inliers, solve_rigid_ransac
+from relocal_ros.solver.soft_ransac import soft_inlier_score, solve_pnp_soft_inlier
 from relocal_ros.solver.verification import verify_evidence
 
 __all__ = ["InferenceEngine", "PoseSolver", "Relocalizer", "default_conf", "merge_conf", "method_names",
@@ -161,7 +163,23 @@ class PoseSolver:
         tau = max(c["max_reproj_error"], traits.reproj_frac * ev.intrinsics.width)
         min_ratio = min(c["min_inlier_ratio"], traits.min_inlier_ratio)
         # dense scene coordinates are mostly rough: DSAC++ scores hypotheses by their soft inlier count
-        if c["pnp_scoring"] == "soft_inlier" or traits.soft_inlier:
+        if ev.checked_pose is not None:
+            # the pose inference derived and checked (RGB-D scene coordinates: Kabsch + ICP; the engine's soft-inlier
+            # PnP): scored here on the same correspondences and gates, published as checked
+            # with the query's depth it rests on 3D-3D agreement: its inliers are the pairs it puts together (a
+            # right RGB-D pose reprojects only 12-90 of 1,120 cells within 10 px: a scene coordinate 5 cm off at
+            # 1.5 m is 17 px off)
+            # (and any cell that reprojects within tau supports it too: SANet's 32 px cells fit rays better than 5 cm)
+            inl3 = rigid_inliers(ev.checked_pose, ev.query_points, ev.map_points, RGBD_FLOOR_M) \
+                | pose_result(ev.checked_pose, ev.image_points, ev.map_points, ev.intrinsics, tau).inliers \
+                if len(ev.query_points) == n else None
+            res = pose_result(ev.checked_pose, ev.image_points, ev.map_points, ev.intrinsics, tau, inl3)
+            est.scores["hypothesis"] = "checked" if inl3 is None else "checked_rgbd"
+            if inl3 is None and (c["pnp_scoring"] == "soft_inlier" or traits.soft_inlier):
+                r = np.linalg.norm(reprojection_residuals(invert(res.T_map_cam), ev.image_points, ev.map_points,
+                                                          ev.intrinsics).reshape(-1, 2), axis=1)
+                soft = est.scores["soft_inliers"] = soft_inlier_score(r, tau, 0.5)
+        elif c["pnp_scoring"] == "soft_inlier" or traits.soft_inlier:
             res, soft = solve_pnp_soft_inlier(ev.image_points, ev.map_points, ev.intrinsics, tau)
             est.timings["soft_inliers"] = est.scores["soft_inliers"] = soft
         else:
@@ -256,6 +274,10 @@ class PoseSolver:
             if ev.dense_consistency < c["min_dense_consistency"] and traits.needs_dense_confirmation:
                 return (f"query depth agrees with the map at only {ev.dense_consistency:.0%} "
                         f"(< {c['min_dense_consistency']:.0%}): {ev.method}'s evidence needs the depth's confirmation")
+            if traits.needs_dense_confirmation and ev.dense_photometric < c["min_dense_photometric"]:
+                # a surface layout can repeat (walls, a desk seen from behind); the brightness on it rarely does
+                return (f"query brightness correlates with the map's at {ev.dense_photometric:.2f} where the depth "
+                        f"agrees (< {c['min_dense_photometric']}): {ev.method}'s evidence needs the confirmation")
             if ev.dense_consistency < c["min_dense_consistency"]:
                 unverified = (f"query depth agrees with the map at only {ev.dense_consistency:.0%} "
                               f"(< {c['min_dense_consistency']:.0%})")

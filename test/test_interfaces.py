@@ -40,6 +40,8 @@ def make_evidence() -> QueryEvidence:
         h.photometric_agreement = 0.3 if kf == 3 else -1.0
         ev.hypotheses.append(h)
     ev.inference_seconds = 0.042
+    ev.checked_pose = np.eye(4).ravel().tolist()  # a pose inference derived and checked (empty: none)
+    ev.checked_pose[3] = 1.25
     ev.refusal = ""
     return ev
 
@@ -59,6 +61,7 @@ def assert_same_evidence(got: QueryEvidence, ref: QueryEvidence):
         np.testing.assert_array_equal(g.translation_samples, r.translation_samples)
         assert g.dense_consistency == r.dense_consistency and g.photometric_agreement == r.photometric_agreement
     assert got.inference_seconds == ref.inference_seconds
+    assert list(got.checked_pose) == list(ref.checked_pose) and len(got.checked_pose) == 16
 
 
 def test_field_types_are_as_specified():
@@ -70,7 +73,8 @@ def test_field_types_are_as_specified():
     assert set(QueryEvidence.get_fields_and_field_types()) == {
         "header", "camera_info", "method", "image_points", "map_points", "weights", "keyframe_ids", "hypotheses",
         "inference_seconds", "map_pose_sigma_m", "map_pose_sigma_deg", "refusal", "independent", "query_points",
-        "dense_consistency", "dense_judged", "dense_samples", "dense_photometric", "fallback", "photometric_agreement"}
+        "dense_consistency", "dense_judged", "dense_samples", "dense_photometric", "fallback", "photometric_agreement",
+        "checked_pose"}
     assert set(RelativePoseHypothesis.get_fields_and_field_types()) == {
         "keyframe_id", "keyframe_pose", "relative_pose", "scale", "uncertainty", "translation_samples",
         "dense_consistency", "photometric_agreement"}

@@ -147,6 +147,27 @@ def sample_depth(depth: np.ndarray, pix: np.ndarray) -> np.ndarray:
     return np.where(support > 0.999, z, 0.0).astype(np.float64)
 
 
+def lift_pixels(depth: np.ndarray | None, intr: Intrinsics, pixels: np.ndarray,
+                T_map_cam: np.ndarray | None = None) -> np.ndarray:
+    """3D points of image pixels (N x 2, the colour image's distorted pixel coordinates) from the aligned depth
+    image, in the camera frame or, with T_map_cam, the map frame; NaN where the depth is missing or at a
+    silhouette. Bilinear depth only where all four neighbours are valid (no blending with holes)."""
+    pixels = np.asarray(pixels, np.float64).reshape(-1, 2)
+    n = len(pixels)
+    if depth is None or n == 0:
+        return np.full((n, 3), np.nan, np.float32)
+    d = stable_depth(depth)
+    h, w = d.shape
+    sx, sy = w / intr.width, h / intr.height  # depth may be stored at another resolution than the colour
+    z = sample_depth(d, np.stack([(pixels[:, 0] + 0.5) * sx - 0.5, (pixels[:, 1] + 0.5) * sy - 0.5], 1))
+    uv = undistort_points(pixels, intr)
+    pc = np.stack([(uv[:, 0] - intr.cx) / intr.fx * z, (uv[:, 1] - intr.cy) / intr.fy * z, z], 1)
+    if T_map_cam is not None:
+        pc = pc @ T_map_cam[:3, :3].T + T_map_cam[:3, 3]
+    pc[z <= 0] = np.nan
+    return pc.astype(np.float32)
+
+
 def register_depth(depth: np.ndarray, depth_intrinsics: Intrinsics, colour_intrinsics: Intrinsics,
                    t_colour_depth=(0.0, 0.0, 0.0)) -> np.ndarray:
     """Depth from a separate depth camera re-projected into the colour camera's pixels (rotation between the two

@@ -27,7 +27,7 @@ import faiss
 import numpy as np
 
 from relocal_ros.data.frames import RGBDFrame
-from relocal_ros.geometry.camera import Intrinsics, sample_depth, stable_depth, undistort_points
+from relocal_ros.geometry.camera import Intrinsics, lift_pixels
 from relocal_ros.geometry.poses import is_rigid
 from relocal_ros.io_utils import atomic_write_bytes, file_sha256
 from relocal_ros.matching.features import DEFAULT_CONFS, LocalFeatures
@@ -88,22 +88,7 @@ def rotate_image(rgb: np.ndarray, angle_deg: float) -> np.ndarray:
 
 def lift_keypoints(features: LocalFeatures, depth: np.ndarray | None, intr: Intrinsics, T_map_cam: np.ndarray) -> np.ndarray:
     """Map-frame 3D points of keypoints from the aligned depth image (NaN where depth is missing or unreliable)."""
-    n = len(features)
-    if depth is None or n == 0:
-        return np.full((n, 3), np.nan, np.float32)
-    d = stable_depth(depth)
-    h, w = d.shape
-    sx, sy = w / intr.width, h / intr.height  # depth may be stored at another resolution than the colour
-    # bilinear depth at the sub-pixel keypoint, only where all four neighbours are valid (no blending with holes)
-    kp = features.keypoints
-    z = sample_depth(d, np.stack([(kp[:, 0] + 0.5) * sx - 0.5, (kp[:, 1] + 0.5) * sy - 0.5], 1)).astype(np.float32)
-    uv = undistort_points(features.keypoints, intr)
-    x = (uv[:, 0] - intr.cx) / intr.fx * z
-    y = (uv[:, 1] - intr.cy) / intr.fy * z
-    pc = np.stack([x, y, z], 1)
-    pw = pc @ T_map_cam[:3, :3].T + T_map_cam[:3, 3]
-    pw[z <= 0] = np.nan
-    return pw.astype(np.float32)
+    return lift_pixels(depth, intr, features.keypoints, T_map_cam)
 
 
 class KeyframeMap:

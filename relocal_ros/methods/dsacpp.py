@@ -1,6 +1,7 @@
 """dsacpp: the map's own scene-coordinate head (DSAC++, trained per map by `relocal train-scene MAP` and stored in
 MAP/scene_coordinates, networks/dsacpp/): encoder + head on the whole image -> 1120 2D-3D correspondences for
-the solver's PnP-RANSAC with DSAC++ soft-inlier scoring. No retrieval: the head knows the whole map."""
+the solver's PnP-RANSAC with DSAC++ soft-inlier scoring. No retrieval: the head knows the whole map. With the
+query's depth, the RGB-D mode (solver/rgbd_scene_coordinates.py: Kabsch + ICP) gives the pose the solver checks."""
 from __future__ import annotations
 
 import numpy as np
@@ -12,7 +13,7 @@ class Dsacpp:
     name = "dsacpp"
     evidence = CORRESPONDENCES
     needs_retrieval = False
-    uses_depth = False
+    uses_depth = True   # RGB-D mode when the query has depth (and use_depth is on)
     settings = NETWORK_SETTINGS   # its weights are the map's own head, not `weights`
     # 16 px cells at 640: a 10 px inlier threshold with a 0.1 ratio floor let 0-3 % wrong poses through on fr1_rpy
     # (two runs), where 24 px and 0.2 let 20 % through (bench_scene_coordinates.py). Neighbouring cells err together,
@@ -24,20 +25,27 @@ class Dsacpp:
 
     def __init__(self, keyframe_map, conf: dict):
         from relocal_ros.networks.dsacpp.runtime import DsacppRunner  # torch: only when the method is chosen
+        from relocal_ros.solver.icp import SurfaceCache
+        self.map = keyframe_map
         self.runner = DsacppRunner(keyframe_map, {"backend": conf["backend"], "threads": conf["network_threads"]})
+        self._viewpoints = keyframe_map.viewpoints()  # no retrieval: the RGB-D mode's views are chosen by pose
+        self._surfaces = SurfaceCache()
 
     def add_keyframe(self, keyframe) -> None:
         self.runner.add_keyframe(keyframe)
+        self._viewpoints = self.map.viewpoints()
 
     def infer(self, query: Query, ev) -> None:
-        from relocal_ros.geometry.camera import undistort_points
+        from relocal_ros.geometry.camera import lift_pixels, undistort_points
         from relocal_ros.networks.dsacpp.model import cell_pixels
+        from relocal_ros.solver.rgbd_scene_coordinates import fill_rgbd_evidence
         if self.runner.problem:
             ev.refusal = self.runner.problem
             return
         X = self.runner.predict(query.frame.rgb)
         intr = query.frame.intrinsics
-        uv = undistort_points(cell_pixels(intr.width, intr.height), intr)
+        px = cell_pixels(intr.width, intr.height)
+        uv = undistort_points(px, intr)
         ok = np.isfinite(X).all(1)
         if not ok.any():
             ev.refusal = "the scene-coordinate head produced no finite prediction"
@@ -45,6 +53,9 @@ class Dsacpp:
         ev.image_points = uv[ok].astype(np.float32)
         ev.map_points = X[ok].astype(np.float32)
         ev.weights = np.ones(int(ok.sum()), np.float32)
+        if query.frame.depth is not None:
+            fill_rgbd_evidence(ev, lift_pixels(query.frame.depth, intr, px[ok]), query.frame, self.map,
+                               self._viewpoints, self._surfaces)
 
 
 METHOD = Dsacpp

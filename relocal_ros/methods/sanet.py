@@ -1,6 +1,7 @@
 """sanet: scene-agnostic scene coordinates (SANet): the query's cells registered against the retrieved keyframes'
 scene pyramids (networks/sanet/) -> 2D-3D correspondences, one per network cell, for the solver's PnP-RANSAC
-with DSAC++ soft-inlier scoring."""
+with DSAC++ soft-inlier scoring. With the query's depth, the RGB-D mode (solver/rgbd_scene_coordinates.py: Kabsch +
+ICP against the retrieved keyframes) gives the pose the solver checks."""
 from __future__ import annotations
 
 import numpy as np
@@ -15,7 +16,7 @@ class Sanet:
     name = "sanet"
     evidence = CORRESPONDENCES
     needs_retrieval = True
-    uses_depth = False
+    uses_depth = True   # RGB-D mode when the query has depth (and use_depth is on)
     settings = NETWORK_SETTINGS + (
         Setting("sanet_max_references", 10, "sanet: at most this many of the retrieved keyframes build the "
                 "query's scene", "inference", range=(1, 50), nodes=_N),
@@ -38,7 +39,9 @@ class Sanet:
         `weights` setting when it names a file, else the map's fine-tuned ones (`relocal train-scene MAP --method
         sanet`) when they are valid for this map, else the shipped ones."""
         from relocal_ros.networks.sanet.runtime import SanetRunner  # torch: only when the method is chosen
+        from relocal_ros.solver.icp import SurfaceCache
         self.map = keyframe_map
+        self._surfaces = SurfaceCache()
         self.min_confidence = float(conf["sanet_min_confidence"])
         self.weights = conf["weights"]
         if not self.weights and runner is None:
@@ -52,8 +55,9 @@ class Sanet:
         self.runner.add_keyframe(keyframe)
 
     def infer(self, query: Query, ev) -> None:
-        from relocal_ros.geometry.camera import undistort_points
+        from relocal_ros.geometry.camera import lift_pixels, undistort_points
         from relocal_ros.networks.sanet.model import cell_pixels
+        from relocal_ros.solver.rgbd_scene_coordinates import fill_rgbd_evidence
         refs = [int(r) for r in query.refs if 0 <= int(r) < len(self.map.keyframes)]
         if not refs:
             ev.refusal = "SANet: no retrieved keyframes to build the scene from"
@@ -72,6 +76,9 @@ class Sanet:
         ev.image_points = undistort_points(uv[keep], intr)
         ev.map_points = pts[keep]
         ev.weights = np.clip(w[keep], 0, 1).astype(np.float32)
+        if query.frame.depth is not None:
+            fill_rgbd_evidence(ev, lift_pixels(query.frame.depth, intr, uv[keep]), query.frame, self.map, None,
+                               self._surfaces, refs)
 
 
 METHOD = Sanet

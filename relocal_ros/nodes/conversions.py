@@ -130,6 +130,9 @@ def _share_to_msg(value: float) -> float:
 def _optional_to_msg(ev, m) -> None:
     if hasattr(m, "photometric_agreement"):
         m.photometric_agreement = _share_to_msg(ev.photometric_agreement)
+    if hasattr(m, "checked_pose"):
+        m.checked_pose = [] if ev.checked_pose is None else \
+            [float(v) for v in np.asarray(ev.checked_pose, np.float64).reshape(-1)]
     for name, (dtype, _) in _OPTIONAL_ARRAYS.items():
         if hasattr(m, name) and hasattr(ev, name):
             setattr(m, name, [dtype(v) for v in np.asarray(getattr(ev, name), dtype).reshape(-1)])
@@ -140,6 +143,8 @@ def _optional_to_msg(ev, m) -> None:
 
 def _optional_from_msg(m, ev) -> None:
     ev.photometric_agreement = _checked_share(getattr(m, "photometric_agreement", -1.0))
+    pose = np.asarray(getattr(m, "checked_pose", []), np.float64)
+    ev.checked_pose = pose.reshape(4, 4) if pose.size == 16 and np.isfinite(pose).all() else None
     for name, (dtype, width) in _OPTIONAL_ARRAYS.items():
         if hasattr(m, name) and hasattr(ev, name):
             arr = np.asarray(getattr(m, name), dtype)

@@ -212,7 +212,8 @@ def verify_evidence(ev, depth: np.ndarray | None, rgb: np.ndarray, keyframe_map,
     keyframe centres and optical axes (the engine keeps them), for evidence that came without retrieval.
     soft_inlier: the method's poses are scored by DSAC++'s soft inlier count (SolverTraits.soft_inlier): the pose
     checked is then the one the solver's soft-inlier PnP will publish (deterministic, same threshold), not a plain
-    RANSAC pose of the same correspondences, which was up to 10 cm / 6 deg from it on fr1_rpy."""
+    RANSAC pose of the same correspondences, which was up to 10 cm / 6 deg from it on fr1_rpy; it goes to the solver
+    as ev.checked_pose."""
     if depth is not None:
         samples = sample_query_points(depth, ev.intrinsics, rgb=rgb)
         if len(samples[0]) == 0:
@@ -244,6 +245,7 @@ def verify_evidence(ev, depth: np.ndarray | None, rgb: np.ndarray, keyframe_map,
         return
     if soft_inlier:
         T = solve_pnp_soft_inlier(ev.image_points, ev.map_points, ev.intrinsics, reproj_px)[0].T_map_cam
+        ev.checked_pose = T  # the solver publishes this pose instead of searching again (same search, ~30 ms)
     else:
         T = solve_pnp_ransac(ev.image_points, ev.map_points, ev.intrinsics, reproj_px, 300).T_map_cam
     if T is None:
