@@ -175,6 +175,8 @@ class PoseSolver:
                 if len(ev.query_points) == n else None
             res = pose_result(ev.checked_pose, ev.image_points, ev.map_points, ev.intrinsics, tau, inl3)
             est.scores["hypothesis"] = "checked" if inl3 is None else "checked_rgbd"
+            if inl3 is not None:
+                min_ratio = min(min_ratio, traits.min_inlier_ratio_rgbd)
             if inl3 is None and (c["pnp_scoring"] == "soft_inlier" or traits.soft_inlier):
                 r = np.linalg.norm(reprojection_residuals(invert(res.T_map_cam), ev.image_points, ev.map_points,
                                                           ev.intrinsics).reshape(-1, 2), axis=1)

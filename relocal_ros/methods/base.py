@@ -26,6 +26,7 @@ class SolverTraits:
     reproj_frac: float = 0.0        # PnP inlier threshold as a fraction of the image width, never below the solver's
                                     # max_reproj_error (dense predictions: one point per network cell)
     min_inlier_ratio: float = 1.0   # the inlier-ratio floor is min(this, the solver's min_inlier_ratio)
+    min_inlier_ratio_rgbd: float = 1.0  # the same for a pose checked in RGB-D mode (its inliers are 3D-3D too)
     soft_inlier: bool = False       # score hypotheses by DSAC++'s soft inlier count, whatever pnp_scoring says
     sigma_floor_frac: float = 0.0   # covariance: the pixel noise is at least this fraction of the inlier threshold
     # with query depth, accept only what the depth confirms (min_dense_consistency): for dense predictions, whose
