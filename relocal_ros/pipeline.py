@@ -18,8 +18,8 @@ from relocal_ros.methods import method_class, method_names
 from relocal_ros.methods.base import RELATIVE_POSES, Query
 from relocal_ros.retrieval.index import select_diverse
 from relocal_ros.settings import MIN_DENSE_CONSISTENCY, setting, stage_defaults
-from relocal_ros.solver.pnp import (PnPResult, inlier_coverage, pose_covariance, pose_result, reprojection_residuals,
-                                   solve_pnp_ransac)
+from relocal_ros.solver.pnp import (PnPResult, inlier_coverage, pose_covariance, reprojection_errors,
+                                   reprojection_residuals, solve_pnp_ransac)
 from relocal_ros.solver.relative import FUSION_MIN_AGREEING, fuse
 from relocal_ros.solver.rgbd_scene_coordinates import KABSCH_FLOOR_M as RGBD_FLOOR_M
 from relocal_ros.solver.rigid import rigid_inliers, solve_rigid_ransac
@@ -112,7 +112,7 @@ class InferenceEngine:
         depth = frame.depth if c["use_depth"] else None
         if not (c["use_depth"] and self.method.uses_depth) and frame.depth is not None:
             frame = dataclasses.replace(frame, depth=None)
-        query = Query(frame)
+        query = Query(frame, viewpoints=self._viewpoints)
         if self.method.needs_retrieval:
             query.features, query.global_descriptor = self.map.encoder(frame.rgb)
             _, cand = self.map.index.search(query.global_descriptor, int(c["retrieval_candidates"]))
@@ -165,22 +165,20 @@ class PoseSolver:
         # dense scene coordinates are mostly rough: DSAC++ scores hypotheses by their soft inlier count
         if ev.checked_pose is not None:
             # the pose inference derived and checked (RGB-D scene coordinates: Kabsch + ICP; the engine's soft-inlier
-            # PnP): scored here on the same correspondences and gates, published as checked
-            # with the query's depth it rests on 3D-3D agreement: its inliers are the pairs it puts together (a
-            # right RGB-D pose reprojects only 12-90 of 1,120 cells within 10 px: a scene coordinate 5 cm off at
-            # 1.5 m is 17 px off)
-            # (and any cell that reprojects within tau supports it too: SANet's 32 px cells fit rays better than 5 cm)
-            inl3 = rigid_inliers(ev.checked_pose, ev.query_points, ev.map_points, RGBD_FLOOR_M) \
-                | pose_result(ev.checked_pose, ev.image_points, ev.map_points, ev.intrinsics, tau).inliers \
-                if len(ev.query_points) == n else None
-            res = pose_result(ev.checked_pose, ev.image_points, ev.map_points, ev.intrinsics, tau, inl3)
-            est.scores["hypothesis"] = "checked" if inl3 is None else "checked_rgbd"
-            if inl3 is not None:
+            # PnP), scored here on the same correspondences and gates and published as checked
+            r = reprojection_errors(ev.checked_pose, ev.image_points, ev.map_points, ev.intrinsics)
+            inliers = r < tau
+            with_depth = len(ev.query_points) == n
+            if with_depth:
+                # it rests on 3D-3D agreement: the cells it puts within the 3D threshold support it too (a right RGB-D
+                # pose reprojects only 12-90 of 1,120 DSAC++ cells within 10 px: 5 cm off at 1.5 m is 17 px)
+                inliers |= rigid_inliers(ev.checked_pose, ev.query_points, ev.map_points, RGBD_FLOOR_M) & np.isfinite(r)
                 min_ratio = min(min_ratio, traits.min_inlier_ratio_rgbd)
-            if inl3 is None and (c["pnp_scoring"] == "soft_inlier" or traits.soft_inlier):
-                r = np.linalg.norm(reprojection_residuals(invert(res.T_map_cam), ev.image_points, ev.map_points,
-                                                          ev.intrinsics).reshape(-1, 2), axis=1)
+            elif c["pnp_scoring"] == "soft_inlier" or traits.soft_inlier:
                 soft = est.scores["soft_inliers"] = soft_inlier_score(r, tau, 0.5)
+            res = PnPResult(np.asarray(ev.checked_pose, np.float64), inliers,
+                            float(np.sqrt(np.mean(r[inliers] ** 2))) if inliers.any() else float("nan"))
+            est.scores["hypothesis"] = "checked_rgbd" if with_depth else "checked"
         elif c["pnp_scoring"] == "soft_inlier" or traits.soft_inlier:
             res, soft = solve_pnp_soft_inlier(ev.image_points, ev.map_points, ev.intrinsics, tau)
             est.timings["soft_inliers"] = est.scores["soft_inliers"] = soft

@@ -129,7 +129,8 @@ CORE: tuple[Setting, ...] = (
       range=(0.0, 1.0), nodes=(SOLVER,)),
     S("min_dense_photometric", 0.5, "RGB-D, learned dense methods: the query's brightness must also correlate with "
       "the keyframes' at the depth-consistent samples (right ones on fr1_rpy and SUN3D >= 0.76; wrong ones the depth "
-      "confirmed on fr1_desk 0.19-0.48, one 2 m / 177 deg off: README 'Scene coordinates with the query's depth')", "solver", range=(-1.0, 1.0), nodes=(SOLVER,)),
+      "confirmed on fr1_desk 0.19-0.48, one 2 m / 177 deg off: README 'Scene coordinates with the query's depth')",
+      "solver", range=(-1.0, 1.0), nodes=(SOLVER,)),
     S("min_dense_consistency_floor", 0.4, "RGB-D: below this depth agreement refused whatever the matches say",
       "solver", range=(0.0, 1.0), nodes=(SOLVER,)),
     S("min_independent_inliers_unverified", 40, "a pose the depth does not confirm (RGB-only, or agreement "

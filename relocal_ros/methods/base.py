@@ -39,12 +39,14 @@ class SolverTraits:
 
 @dataclasses.dataclass
 class Query:
-    """What the engine hands a method: the frame, and for methods that need retrieval the retrieved keyframes and
-    the query's local features and global descriptor (the map's encoder ran once for both)."""
+    """What the engine hands a method: the frame, the keyframes' viewpoints (to choose views by pose), and for
+    methods that need retrieval the retrieved keyframes and the query's local features and global descriptor (the
+    map's encoder ran once for both)."""
     frame: "RGBDFrame"
     refs: list[int] = dataclasses.field(default_factory=list)
     features: object = None                     # LocalFeatures of the query (the map's extractor), or None
     global_descriptor: np.ndarray | None = None
+    viewpoints: tuple[np.ndarray, np.ndarray] | None = None  # the map's keyframe centres and optical axes (engine's)
 
 
 class Method(Protocol):

@@ -28,12 +28,10 @@ class Dsacpp:
         from relocal_ros.solver.icp import SurfaceCache
         self.map = keyframe_map
         self.runner = DsacppRunner(keyframe_map, {"backend": conf["backend"], "threads": conf["network_threads"]})
-        self._viewpoints = keyframe_map.viewpoints()  # no retrieval: the RGB-D mode's views are chosen by pose
         self._surfaces = SurfaceCache()
 
     def add_keyframe(self, keyframe) -> None:
         self.runner.add_keyframe(keyframe)
-        self._viewpoints = self.map.viewpoints()
 
     def infer(self, query: Query, ev) -> None:
         from relocal_ros.geometry.camera import lift_pixels, undistort_points
@@ -54,8 +52,9 @@ class Dsacpp:
         ev.map_points = X[ok].astype(np.float32)
         ev.weights = np.ones(int(ok.sum()), np.float32)
         if query.frame.depth is not None:
+            # no retrieval: the RGB-D mode's views are chosen by pose among the keyframes' viewpoints
             fill_rgbd_evidence(ev, lift_pixels(query.frame.depth, intr, px[ok]), query.frame, self.map,
-                               self._viewpoints, self._surfaces)
+                               query.viewpoints or self.map.viewpoints(), self._surfaces)
 
 
 METHOD = Dsacpp

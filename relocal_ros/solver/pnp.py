@@ -54,16 +54,14 @@ def reprojection_residuals(T_cam_map: np.ndarray, uv: np.ndarray, X: np.ndarray,
     return (proj - uv).reshape(-1)
 
 
-def pose_result(T_map_cam: np.ndarray, image_points: np.ndarray, map_points: np.ndarray, intr: Intrinsics,
-                tau: float, inliers: np.ndarray | None = None) -> PnPResult:
-    """A given pose scored as PnP-RANSAC scores its own: inliers = points in front of the camera reprojecting
-    within tau pixels (or the given mask), and their reprojection rms."""
+def reprojection_errors(T_map_cam: np.ndarray, image_points: np.ndarray, map_points: np.ndarray,
+                        intr: Intrinsics) -> np.ndarray:
+    """Per point, the reprojection error (pixels) under a given pose; inf for points behind the camera (never an
+    inlier)."""
     T_cam_map = invert(T_map_cam)
     r = np.linalg.norm(reprojection_residuals(T_cam_map, image_points, map_points, intr).reshape(-1, 2), axis=1)
     front = np.asarray(map_points, np.float64) @ T_cam_map[2, :3] + T_cam_map[2, 3] > 0
-    inliers = front & (r < tau if inliers is None else np.asarray(inliers, bool))
-    return PnPResult(np.asarray(T_map_cam, np.float64), inliers,
-                     float(np.sqrt(np.mean(r[inliers] ** 2))) if inliers.any() else float("nan"))
+    return np.where(front, r, np.inf)
 
 
 def inlier_coverage(uv: np.ndarray, intr: Intrinsics, cols: int = 8, rows: int = 6) -> float:

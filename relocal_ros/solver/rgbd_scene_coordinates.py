@@ -10,8 +10,6 @@ and ICP then puts the query's surfaces onto the map's: on the same head and fr1_
 5 cm / 5° (README "Scene coordinates with the query's depth")."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from relocal_ros.solver.icp import SurfaceCache, refine_pose_icp
@@ -25,30 +23,23 @@ KABSCH_FLOOR_M = 0.05
 KABSCH_ITERATIONS = 1000
 
 
-@dataclass
-class RgbdPose:
-    T_map_cam: np.ndarray           # the ICP-refined pose (the Kabsch pose where ICP found too few pairs)
-    kabsch_inliers: int             # 3D–3D pairs consistent with the Kabsch pose
-    check: DenseCheck | None        # the refined pose's depth agreement with the views it was checked in
-    view_ids: list[int]             # the keyframes that refined and checked it
-    refined: bool                   # ICP moved it
-
-
 def scene_coordinate_pose(query_points: np.ndarray, map_points: np.ndarray, depth: np.ndarray, rgb: np.ndarray,
                           intr, keyframe_map, viewpoints, surfaces: SurfaceCache,
-                          refs: list[int] | None = None) -> tuple[RgbdPose | None, str]:
-    """(pose, '') or (None, why). query_points: the cells lifted by the query's depth (camera frame, NaN where it
-    has none), map_points: their predicted scene coordinates. refs: the retrieved keyframes (SANet); without them
-    (DSAC++) the keyframes nearest the Kabsch pose in position and viewing direction refine and check it."""
+                          refs: list[int] | None = None) -> tuple[np.ndarray | None, DenseCheck | None, str]:
+    """(pose, its depth check, '') or (None, None, why): the ICP-refined pose, or the Kabsch pose where ICP found
+    too few pairs or the depth agreed less with it. query_points: the cells lifted by the query's depth (camera
+    frame, NaN where it has none), map_points: their predicted scene coordinates. refs: the retrieved keyframes
+    (SANet); without them (DSAC++) the keyframes nearest the pose in position and viewing direction (viewpoints:
+    the map's keyframe centres and optical axes) refine and check it."""
     ok = np.isfinite(query_points).all(1) & np.isfinite(map_points).all(1)
     if ok.sum() < 3:
-        return None, f"only {int(ok.sum())} scene coordinates where the query has depth"
+        return None, None, f"only {int(ok.sum())} scene coordinates where the query has depth"
     rig = solve_rigid_ransac(query_points[ok], map_points[ok], KABSCH_ITERATIONS, floor_m=KABSCH_FLOOR_M)
     if rig.T_map_cam is None:
-        return None, "no rigid consensus between the scene coordinates and the query's depth"
+        return None, None, "no rigid consensus between the scene coordinates and the query's depth"
     samples, grey = sample_query_points(depth, intr, rgb=rgb)
     if len(samples) == 0:
-        return None, "the query's depth has no valid samples"
+        return None, None, "the query's depth has no valid samples"
 
     def views_at(T):
         ids = list(refs) if refs else nearest_views(viewpoints, T)
@@ -58,11 +49,10 @@ def scene_coordinate_pose(query_points: np.ndarray, map_points: np.ndarray, dept
     T = rig.T_map_cam
     views = views_at(T)
     if not views:
-        return None, "no keyframe with depth to check the pose in"
+        return None, None, "no keyframe with depth to check the pose in"
     check = dense_consistency(T, samples, [v for _, v in views], query_grey=grey)
     # a third of the samples: enough for ICP, 3x faster (as the feature-matching path)
     T_icp = refine_pose_icp(T, samples[::3], [v for _, v in views], [surfaces.get(k, v) for k, v in views])
-    refined = False
     if T_icp is not None:
         icp_views = views if refs else (views_at(T_icp) or views)  # checked where a camera there would look
         icp_check = dense_consistency(T_icp, samples, [v for _, v in icp_views], query_grey=grey)
@@ -70,21 +60,20 @@ def scene_coordinate_pose(query_points: np.ndarray, map_points: np.ndarray, dept
         # the true pose 9-29 cm away while the depth agreement fell (0.90 -> 0.88, 0.84 -> 0.80); it is kept only
         # when the depth agrees better with it than with the Kabsch pose
         if icp_check.consistency > check.consistency:
-            T, views, check, refined = T_icp, icp_views, icp_check, True
-    return RgbdPose(T, int(rig.inliers.sum()), check, [k for k, _ in views], refined), ""
+            T, check = T_icp, icp_check
+    return T, check, ""
 
 
 def fill_rgbd_evidence(ev, query_points: np.ndarray, frame, keyframe_map, viewpoints, surfaces: SurfaceCache,
                        refs: list[int] | None = None) -> None:
     """The RGB-D mode's result into the evidence: query_points, the checked pose and its depth check (the solver
     scores and publishes that pose), or a refusal."""
-    rgbd, why = scene_coordinate_pose(query_points, ev.map_points, frame.depth, frame.rgb, frame.intrinsics,
-                                      keyframe_map, viewpoints, surfaces, refs)
+    T, chk, why = scene_coordinate_pose(query_points, ev.map_points, frame.depth, frame.rgb, frame.intrinsics,
+                                        keyframe_map, viewpoints, surfaces, refs)
     ev.query_points = query_points.astype(np.float32)
-    if rgbd is None:
+    if T is None:
         ev.refusal = f"RGB-D: {why}"
         return
-    ev.checked_pose = rgbd.T_map_cam
-    chk = rgbd.check
+    ev.checked_pose = T
     ev.dense_consistency, ev.dense_judged, ev.dense_samples = chk.consistency, chk.judged, chk.samples
     ev.dense_photometric = chk.photometric
