@@ -90,6 +90,12 @@ def _cmd_evaluate(a) -> int:
         src = open_source(a.queries, with_ground_truth=False)
         queries = [s for s, _ in src.rgb] if hasattr(src, "rgb") else [src[i].stamp for i in range(len(src))]
     report = evaluate_trajectory(a.estimate, a.ground_truth, queries)
+    if report.n_queries == 0 and len(report.translation_errors) == 0:
+        # nothing to score: say why instead of printing a table of NaN (e.g. a TUM trajectory against a 7-Scenes
+        # folder, or a split copied from one sequence evaluated against another)
+        stamps = report.no_ground_truth or queries or []
+        raise ValueError(f"no {'estimate or query' if queries else 'estimate'} has ground truth in "
+                         f"{a.ground_truth}" + (f" (first stamp '{stamps[0]}')" if stamps else ""))
     print(report.format())
     if a.covariance:
         from relocal_ros.evaluation.metrics import covariance_coverage

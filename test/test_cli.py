@@ -50,3 +50,31 @@ def test_user_errors_are_one_clear_line(tmp_path):
     (tmp_path / "map" / "CURRENT").write_text("v000001\n")
     p = relocal("localize", tmp_path / "map", tmp_path, "--out", tmp_path / "e.txt", check=False)
     assert p.returncode == 2 and "not a complete map version" in p.stderr
+
+
+def test_evaluate_a_7scenes_split_copied_into_plain_folders(sevenscenes_stairs, tmp_path):
+    """A split made by copying a 7-Scenes sequence's frames into a plain folder (not named seq-NN) numbers them as
+    sequence 0; `evaluate` against the original sequence matches them by frame number. Where that is ambiguous (a
+    scene folder of several sequences) or nothing matches, it says so instead of printing NaN."""
+    import shutil
+
+    import numpy as np
+    from scipy.spatial.transform import Rotation
+    seq = sevenscenes_stairs / "seq-01"
+    queries = tmp_path / "queries"
+    queries.mkdir()
+    lines = []
+    for colour in sorted(seq.glob("frame-*.color.*")):
+        shutil.copy(colour, queries / colour.name)          # colour only: a query folder has no ground truth
+        frame = int(colour.name.split("-")[1].split(".")[0])
+        T = np.loadtxt(str(colour).rsplit(".color.", 1)[0] + ".pose.txt")
+        q = Rotation.from_matrix(T[:3, :3]).as_quat()
+        lines.append(f"{frame} {T[0, 3] + 0.02} {T[1, 3]} {T[2, 3]} {q[0]} {q[1]} {q[2]} {q[3]}")
+    est = tmp_path / "est.txt"
+    est.write_text("\n".join(lines[1:]) + "\n")             # the first query refused
+    n = len(lines)
+    out = relocal("evaluate", est, seq, "--queries", queries).stdout
+    assert f"{n - 1} estimates of {n} queries" in out, out
+    assert f"within 5 cm / 5 deg: {100 * (n - 1) / n:.1f} %" in out and "median translation error: 2.00 cm" in out
+    p = relocal("evaluate", est, sevenscenes_stairs, "--queries", queries, check=False)   # which sequence?
+    assert p.returncode == 2 and "no estimate or query has ground truth" in p.stderr and "Traceback" not in p.stderr

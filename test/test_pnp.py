@@ -2,7 +2,7 @@ import numpy as np
 
 from relocal_ros.geometry.camera import Intrinsics
 from relocal_ros.geometry.poses import make_T, pose_error
-from relocal_ros.solver.pnp import depth_sensor_sigma, pose_covariance, solve_pnp_ransac
+from relocal_ros.solver.pnp import depth_sensor_sigma, pose_covariance, refine_rotation_on_image, solve_pnp_ransac
 from scipy.spatial.transform import Rotation
 
 INTR = Intrinsics(500.0, 500.0, 320.0, 240.0, 640, 480)
@@ -101,3 +101,19 @@ def test_soft_inlier_scoring_recovers_the_pose_with_half_outliers():
     # the soft count is a smooth version of the hard one: half a point at the threshold
     assert abs(soft_inlier_score(np.array([4.0]), 4.0, 0.5) - 0.5) < 1e-12
     assert solve_pnp_soft_inlier(uv[:3], X[:3], INTR)[0].T_map_cam is None
+
+
+def test_rotation_on_the_image_undoes_a_lagging_depth_cameras_turn():
+    # a pose with the right centre but turned 4 deg about the optical axis (what a depth camera lagging the colour
+    # camera gives in a roll): the colour image's pixels bring the orientation back, despite noise and 30 % outliers
+    T, uv, X = _scene(300, 5, noise_px=2.0)
+    rng = np.random.default_rng(6)
+    bad = rng.random(300) < 0.3
+    uv[bad] = rng.uniform([0, 0], [640, 480], (bad.sum(), 2))
+    turned = T.copy()
+    turned[:3, :3] = T[:3, :3] @ Rotation.from_rotvec([0.01, -0.02, np.radians(4.0)]).as_matrix()
+    assert pose_error(turned, T)[1] > 4.0
+    fixed = refine_rotation_on_image(turned, uv, X, INTR, loss_scale_px=4.0)
+    dt, dr = pose_error(fixed, T)
+    assert dr < 0.2
+    assert np.allclose(fixed[:3, 3], turned[:3, 3])  # the centre is kept

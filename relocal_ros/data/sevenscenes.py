@@ -1,6 +1,7 @@
 """7-Scenes layout: SCENE/seq-XX/frame-XXXXXX.{color.png|color.jpg, depth.png, pose.txt}; also what `relocal synth`
 writes (plus SCENE/calibration.yaml). A path may name the scene (all seq-* folders) or one seq folder.
-Stamps are seq_number*100000 + frame_index, so a frame keeps its stamp whichever of the two is opened."""
+Stamps are seq_number*100000 + frame_index, so a frame keeps its stamp whichever of the two is opened (a folder not
+named seq-NN is sequence 0)."""
 from __future__ import annotations
 
 import re
@@ -22,6 +23,7 @@ SEVEN_SCENES_INTRINSICS = Intrinsics(525.0, 525.0, 320.0, 240.0, 640, 480)
 SEVEN_SCENES_DEPTH_INTRINSICS = Intrinsics(585.0, 585.0, 320.0, 240.0, 640, 480)
 SEVEN_SCENES_T_COLOUR_DEPTH = (-0.025, 0.0, 0.0)
 SEVEN_SCENES_DEPTH_SCALE = 1000.0
+SEQUENCE_STRIDE = 100000  # stamp = sequence number * SEQUENCE_STRIDE + frame number
 _FRAME = re.compile(r"frame-(\d+)\.color\.(png|jpg)$")
 _SEQ = re.compile(r"seq-?(\d+)$")
 
@@ -75,7 +77,7 @@ class SevenScenesSequence:
             for f in sorted(seq.glob("frame-*.color.*")):
                 fm = _FRAME.search(f.name)
                 if fm:
-                    self.items.append((str(seq_no * 100000 + int(fm.group(1))), f))
+                    self.items.append((str(seq_no * SEQUENCE_STRIDE + int(fm.group(1))), f))
 
     def __len__(self) -> int:
         return len(self.items)

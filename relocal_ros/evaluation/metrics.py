@@ -56,12 +56,23 @@ def load_ground_truth(path) -> tuple[callable, list[str] | None]:
     if is_sevenscenes_folder(path):
         seq = SevenScenesSequence(path)
         poses = {}
-        from relocal_ros.data.sevenscenes import read_pose_file
+        from relocal_ros.data.sevenscenes import SEQUENCE_STRIDE, read_pose_file
         for stamp, colour in seq.items:
             p = Path(str(colour).rsplit(".color.", 1)[0] + ".pose.txt")
             if p.is_file():
-                poses[stamp] = read_pose_file(p)
-        return (lambda s: poses.get(str(int(float(s))))), list(poses)
+                poses[int(stamp)] = read_pose_file(p)
+        # a folder not named seq-NN (a split copied into a plain folder) numbers its frames as sequence 0: they
+        # match the other side's frame numbers when that side holds one sequence; two named sequences never mix
+        seqs = {k // SEQUENCE_STRIDE for k in poses}
+        only = seqs.pop() if len(seqs) == 1 else None
+
+        def lookup(s):
+            k = int(float(s))
+            T = poses.get(k)
+            if T is None and only is not None and (k // SEQUENCE_STRIDE == 0 or only == 0):
+                T = poses.get(only * SEQUENCE_STRIDE + k % SEQUENCE_STRIDE)
+            return T
+        return lookup, [str(k) for k in poses]
     raise ValueError(f"{path}: ground truth must be a TUM trajectory file, a TUM folder or a 7-Scenes folder")
 
 

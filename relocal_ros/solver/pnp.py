@@ -64,6 +64,26 @@ def reprojection_errors(T_map_cam: np.ndarray, image_points: np.ndarray, map_poi
     return np.where(front, r, np.inf)
 
 
+def refine_rotation_on_image(T_map_cam: np.ndarray, image_points: np.ndarray, map_points: np.ndarray,
+                             intr: Intrinsics, loss_scale_px: float) -> np.ndarray:
+    """The camera's orientation re-solved from the colour image, its centre kept: robust (soft-L1) least squares of
+    the reprojection errors over a rotation, starting from the given pose. For a pose that rests on the query's depth:
+    a depth camera that lags the colour camera turns that pose by the rotation made in between."""
+    from scipy.optimize import least_squares
+    R0, C = np.asarray(T_map_cam, np.float64)[:3, :3], np.asarray(T_map_cam, np.float64)[:3, 3]
+    uv, X = np.asarray(image_points, np.float64), np.asarray(map_points, np.float64)
+    f, c = np.array([intr.fx, intr.fy]), np.array([intr.cx, intr.cy])
+
+    def residuals(rotvec):
+        p = (X - C) @ (R0 @ Rotation.from_rotvec(rotvec).as_matrix())  # camera frame: R^T (X - C)
+        return ((p[:, :2] / np.maximum(p[:, 2:3], 1e-6)) * f + c - uv).ravel()
+
+    fit = least_squares(residuals, np.zeros(3), loss="soft_l1", f_scale=loss_scale_px)
+    T = np.array(T_map_cam, np.float64)
+    T[:3, :3] = R0 @ Rotation.from_rotvec(fit.x).as_matrix()
+    return T
+
+
 def inlier_coverage(uv: np.ndarray, intr: Intrinsics, cols: int = 8, rows: int = 6) -> float:
     """Share of the cells of a cols x rows grid over the image that hold at least one of the points: inliers
     bunched in one corner constrain the pose far less than their count says."""
