@@ -72,8 +72,13 @@ LEARNED = {
     "classical twin xfeat_relative (depth-checked)": ({}, {"inference": {"method": "xfeat_relative"}}),
     "classical twin xfeat_relative, RGB only": ({}, {"inference": {"method": "xfeat_relative", "use_depth": False}}),
 }
+# settings measured against the default before a change of default (run on request, like the learned methods)
+VARIANTS = {
+    "relocal default, 5 references": ({}, {"inference": {"num_references": 5}}),
+}
 DEFAULT_METHODS = list(METHODS)
 METHODS.update(LEARNED)
+METHODS.update(VARIANTS)
 
 
 def subset_tum(src: Path, out: Path, stamps: list[str], with_gt: bool) -> Path:
