@@ -58,12 +58,16 @@ def scene_coordinate_pose(query_points: np.ndarray, map_points: np.ndarray, dept
     views = views_at(T)
     if not views:
         return None, None, "no keyframe with depth to check the pose in"
+
+    def check_at(T_other):  # a moved pose is checked where a camera there would look (DSAC++: no retrieval)
+        there = views if refs else (views_at(T_other) or views)
+        return dense_consistency(T_other, samples, [v for _, v in there], query_grey=grey)
+
     check = dense_consistency(T, samples, [v for _, v in views], query_grey=grey)
     # a third of the samples: enough for ICP, 3x faster (as the feature-matching path)
     T_icp = refine_pose_icp(T, samples[::3], [v for _, v in views], [surfaces.get(k, v) for k, v in views])
     if T_icp is not None:
-        icp_views = views if refs else (views_at(T_icp) or views)  # checked where a camera there would look
-        icp_check = dense_consistency(T_icp, samples, [v for _, v in icp_views], query_grey=grey)
+        icp_check = check_at(T_icp)
         # ICP minimises point-to-plane distances to thumbnails of noisy depth: against one SUN3D keyframe it drew
         # the true pose 9-29 cm away while the depth agreement fell (0.90 -> 0.88, 0.84 -> 0.80); it is kept only
         # when the depth agrees better with it than with the Kabsch pose
@@ -72,8 +76,7 @@ def scene_coordinate_pose(query_points: np.ndarray, map_points: np.ndarray, dept
     if image_points is not None:
         T_colour = colour_orientation(T, query_points, map_points, image_points, intr)
         if T_colour is not None:
-            colour_check = dense_consistency(T_colour, samples, [v for _, v in (views if refs else (
-                views_at(T_colour) or views))], query_grey=grey)
+            colour_check = check_at(T_colour)
             # kept when the brightness agrees at least as well: where the depth does not lag (synthetic scenes),
             # noisy scene coordinates turned right SANet poses 1-2 deg away and their brightness agreement fell
             # from 0.74-0.95 to 0.07-0.55

@@ -112,10 +112,10 @@ def rigid_inliers(T_map_cam: np.ndarray, query_points: np.ndarray, map_points: n
                   floor_m: float = 0.03) -> np.ndarray:
     """Pairs that a given pose puts together within the depth-dependent threshold (False where the query point has
     no depth)."""
-    P = np.asarray(query_points, np.float64)
-    ok = np.isfinite(P).all(1) & np.isfinite(np.asarray(map_points, np.float64)).all(1)
+    P, Q = np.asarray(query_points, np.float64), np.asarray(map_points, np.float64)
+    ok = np.isfinite(P).all(1) & np.isfinite(Q).all(1)
     out = np.zeros(len(P), bool)
     if ok.any():
-        r2 = (((P[ok] @ T_map_cam[:3, :3].T + T_map_cam[:3, 3]) - np.asarray(map_points, np.float64)[ok]) ** 2).sum(1)
+        r2 = (((P[ok] @ T_map_cam[:3, :3].T + T_map_cam[:3, 3]) - Q[ok]) ** 2).sum(1)
         out[ok] = r2 < rigid_threshold(P[ok, 2], floor_m) ** 2
     return out
