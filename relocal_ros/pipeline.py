@@ -12,14 +12,13 @@ from threadpoolctl import ThreadpoolController
 from relocal_ros.data.frames import RGBDFrame
 from relocal_ros.estimates import PoseEstimate, QueryEvidence
 from relocal_ros.geometry.camera import Intrinsics
-from relocal_ros.geometry.poses import invert
 from relocal_ros.mapping.keyframe_map import KeyframeMap
 from relocal_ros.methods import method_class, method_names
 from relocal_ros.methods.base import RELATIVE_POSES, Query
 from relocal_ros.retrieval.index import select_diverse
 from relocal_ros.settings import MIN_DENSE_CONSISTENCY, setting, stage_defaults
 from relocal_ros.solver.pnp import (PnPResult, inlier_coverage, pose_covariance, reprojection_errors,
-                                   reprojection_residuals, solve_pnp_ransac)
+                                   solve_pnp_ransac)
 from relocal_ros.solver.relative import FUSION_MIN_AGREEING, fuse
 from relocal_ros.solver.rgbd_scene_coordinates import KABSCH_FLOOR_M as RGBD_FLOOR_M
 from relocal_ros.solver.rigid import rigid_inliers, solve_rigid_ransac
@@ -298,16 +297,16 @@ class PoseSolver:
         rig = solve_rigid_ransac(qp[ok], ev.map_points[ok], 512)
         if rig.T_map_cam is None:
             return None
-        r = reprojection_residuals(invert(rig.T_map_cam), ev.image_points, ev.map_points, ev.intrinsics)
-        inl = np.linalg.norm(r.reshape(-1, 2), axis=1) < 2 * tau
+        # reprojection_errors: a point behind the camera projects through the mirror and must never count
+        inl = reprojection_errors(rig.T_map_cam, ev.image_points, ev.map_points, ev.intrinsics) < 2 * tau
         if inl.sum() < 4:
             return None
         sub = solve_pnp_ransac(ev.image_points[inl], ev.map_points[inl], ev.intrinsics, tau, 200)
         if sub.T_map_cam is None:
             return None
-        r = reprojection_residuals(invert(sub.T_map_cam), ev.image_points, ev.map_points, ev.intrinsics)
-        inliers = np.linalg.norm(r.reshape(-1, 2), axis=1) < tau
-        rms = float(np.sqrt(np.mean(r.reshape(-1, 2)[inliers] ** 2))) if inliers.any() else float("nan")
+        r = reprojection_errors(sub.T_map_cam, ev.image_points, ev.map_points, ev.intrinsics)
+        inliers = r < tau
+        rms = float(np.sqrt(np.mean(r[inliers] ** 2))) if inliers.any() else float("nan")
         return PnPResult(sub.T_map_cam, inliers, rms)
 
     def _map_sigma(self, ev: QueryEvidence) -> tuple[float, float]:

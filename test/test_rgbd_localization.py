@@ -59,6 +59,31 @@ def test_kabsch_ransac_refuses_pure_outliers():
     assert res.T_map_cam is None or res.inliers.sum() < 12
 
 
+def test_points_behind_the_camera_never_support_an_rgbd_or_feature_hypothesis():
+    """A map point behind the camera projects through the mirror onto the very pixel of its twin in front: the
+    solver's 3D-3D hypothesis and the default method's support count must not take it for an inlier."""
+    from relocal_ros.estimates import QueryEvidence
+    from relocal_ros.geometry.camera import Intrinsics
+    from relocal_ros.methods.xfeat_pnp import FeaturePnP
+    from relocal_ros.pipeline import PoseSolver
+    rng = np.random.default_rng(4)
+    intr = Intrinsics(525.0, 525.0, 320.0, 240.0, 640, 480)
+    T = make_T(Rotation.from_rotvec([0.1, -0.4, 0.05]).as_matrix(), [0.3, -0.2, 1.1])  # camera-to-map
+    cam = np.column_stack([rng.uniform(-1.2, 1.2, 200), rng.uniform(-0.9, 0.9, 200), rng.uniform(1.0, 4.0, 200)])
+    mirror = np.arange(200) >= 140            # 60 of them: the map point is the twin behind the camera
+    cam_map = np.where(mirror[:, None], -cam, cam)
+    X = cam_map @ T[:3, :3].T + T[:3, 3]
+    uv = cam[:, :2] / cam[:, 2:] * 525.0 + [320.0, 240.0]
+    query_xyz = cam.copy()
+    query_xyz[mirror] = rng.uniform(-2, 2, (mirror.sum(), 3)) + [0, 0, 3]   # the query's depth disagrees there
+    ev = QueryEvidence("1", intr, "xfeat_pnp", image_points=uv, map_points=X, query_points=query_xyz,
+                       weights=np.ones(200, np.float32))
+    res = PoseSolver({})._rigid_hypothesis(ev, 4.0)
+    assert res is not None and pose_error(res.T_map_cam, T)[0] < 0.01
+    assert res.inliers[~mirror].all() and not res.inliers[mirror].any()
+    assert FeaturePnP._independent_support(T, uv, X, intr) == 140
+
+
 def _view(frame):
     """The keyframe as a map stores it: depth and grey image at thumbnail size."""
     size = (160, 120)

@@ -297,3 +297,23 @@ def test_train_scene_methods_on_the_command_line(tmp_path, capsys):
     # a map never fine-tuned: the shipped weights, and why
     path, why = finetune.map_weights(KeyframeMap(np.zeros((4, 64), np.float32)))
     assert path == "" and "no directory" in why
+
+
+def test_a_map_too_small_to_fine_tune_is_left_as_it_was(ft_map, tmp_path):
+    """train-scene on a map with too few keyframes refuses (ValueError, the CLI's exit 1) before touching the map: no
+    unfinished MAP/sanet/ or MAP/exrenet/ that `--method sanet|exrenet` would then warn about."""
+    from relocal_ros.data.sources import open_source
+    from relocal_ros.mapping.builder import build_map
+    from relocal_ros.networks.exrenet import finetune as exrenet_finetune
+    from relocal_ros.networks.sanet import finetune
+    _, scene = ft_map
+    kmap = build_map(open_source(scene / "seq-01"), {"rotations": [0.0], "min_translation": 2.0,
+                                                     "min_rotation_deg": 90.0}, progress=False)
+    assert 1 <= len(kmap) < 7   # SANet needs 7 keyframes with depth
+    kmap.save(tmp_path / "map")
+    with pytest.raises(ValueError, match="needs at least"):
+        finetune.train_scene(tmp_path / "map", budget_s=30, resume=False, progress=False, conf=FT_CONF)
+    with pytest.raises(ValueError):  # too few keyframes or overlapping pairs
+        exrenet_finetune.train_scene(tmp_path / "map", budget_s=30, resume=False, progress=False)
+    assert not (tmp_path / "map" / "sanet").exists() and not (tmp_path / "map" / "exrenet").exists()
+    assert "has no fine-tuned weights" in finetune.map_weights(KeyframeMap.load(tmp_path / "map"))[1]

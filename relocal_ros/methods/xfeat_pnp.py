@@ -9,14 +9,13 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from relocal_ros.geometry.camera import undistort_points
-from relocal_ros.geometry.poses import invert
 from relocal_ros.mapping.keyframe_map import lift_keypoints
 from relocal_ros.matching.guided import guided_matches
 from relocal_ros.matching.matchers import make_matcher
 from relocal_ros.methods.base import CORRESPONDENCES, MATCHING_SETTINGS, Query, SolverTraits, keyframe_matches
 from relocal_ros.settings import MIN_DENSE_CONSISTENCY, Setting
 from relocal_ros.solver.icp import SurfaceCache, refine_pose_icp
-from relocal_ros.solver.pnp import reprojection_residuals, solve_pnp_ransac
+from relocal_ros.solver.pnp import reprojection_errors, solve_pnp_ransac
 from relocal_ros.solver.rigid import solve_rigid_ransac
 from relocal_ros.solver.verification import dense_consistency, keyframe_depth_view, sample_query_points
 
@@ -231,8 +230,7 @@ class FeaturePnP:
         """Global matches within 4 px (at 640 wide) of their projection under T: what the solver will count."""
         if T is None or len(uv) == 0:
             return 0
-        r = reprojection_residuals(invert(T), uv, X, pinhole).reshape(-1, 2)
-        return int((np.linalg.norm(r, axis=1) < 4.0 * pinhole.width / 640.0).sum())
+        return int((reprojection_errors(T, uv, X, pinhole) < 4.0 * pinhole.width / 640.0).sum())
 
     def _fallback_matches(self, feats, gdesc, kf, intr):
         """The fallback matcher on the query's and the keyframe's strongest keypoints (its cost grows with the
@@ -258,8 +256,7 @@ class FeaturePnP:
         def support(T):
             if T is None:
                 return -1
-            r = reprojection_residuals(invert(T), uv, X, pinhole).reshape(-1, 2)
-            return int((np.linalg.norm(r, axis=1) < tau).sum())
+            return int((reprojection_errors(T, uv, X, pinhole) < tau).sum())  # behind the camera: never
 
         best, best_n = None, int(c["guided_min_inliers"]) - 1
         T = solve_pnp_ransac(uv[sub], X[sub], pinhole, tau, 300).T_map_cam

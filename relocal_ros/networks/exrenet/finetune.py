@@ -140,6 +140,9 @@ def train_scene(map_dir, budget_s: float = 600, resume: bool = True, progress: b
     if old is not None and old.get("complete") and old["seconds_total"] >= budget_s - 3.0:
         log.info("%s: already fine-tuned for a budget of %.0f s; nothing to do", d, budget_s)
         return old
+    # the pairs first: a map that cannot be trained on (ValueError) leaves MAP/exrenet/ as it was, never an
+    # unfinished state that the method would then warn about
+    tr, va, info = map_pairs(kmap, conf, progress)
     if old is None and d.exists():
         shutil.rmtree(d)   # another map version, --no-resume or an unreadable state: start clean
     d.mkdir(parents=True, exist_ok=True)
@@ -150,7 +153,6 @@ def train_scene(map_dir, budget_s: float = 600, resume: bool = True, progress: b
             "runs": (int(old["runs"]) if old else 0) + 1, "conf": {k: v for k, v in conf.items() if k != "threads"}}
     atomic_write_bytes(d / "meta.json", json.dumps({**(old or {}), **meta}, indent=1).encode())
 
-    tr, va, info = map_pairs(kmap, conf, progress)
     initial, _ = load_exrenet(init)
     before = old["validation_before"] if old else evaluate(initial, va)
     model, _ = load_exrenet(init)

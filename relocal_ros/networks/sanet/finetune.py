@@ -160,6 +160,9 @@ def train_scene(map_dir, budget_s: float = 600, resume: bool = True, progress: b
     if old is not None and old.get("complete") and old["seconds_total"] >= budget_s - 3.0:
         log.info("%s: already fine-tuned for a budget of %.0f s; nothing to do", d, budget_s)
         return old
+    # the clusters first: a map that cannot be trained on (ValueError) leaves MAP/sanet/ as it was, never an
+    # unfinished state that the method would then warn about
+    tr, va, info = map_clusters(kmap, conf, progress)
     if old is None and d.exists():
         shutil.rmtree(d)   # another map version, --no-resume or an unreadable state: start clean
     d.mkdir(parents=True, exist_ok=True)
@@ -171,7 +174,6 @@ def train_scene(map_dir, budget_s: float = 600, resume: bool = True, progress: b
             "conf": {k: v for k, v in conf.items() if k != "threads"}}
     atomic_write_bytes(d / "meta.json", json.dumps({**(old or {}), **meta, "complete": False}, indent=1).encode())
 
-    tr, va, info = map_clusters(kmap, conf, progress)
     vpicks = validation_picks(va, 1)
     model, init_meta = load_weights(init)
     before = old.get("validation_before") if old else None
