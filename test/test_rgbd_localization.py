@@ -81,7 +81,7 @@ def test_points_behind_the_camera_never_support_an_rgbd_or_feature_hypothesis():
     res = PoseSolver({})._rigid_hypothesis(ev, 4.0)
     assert res is not None and pose_error(res.T_map_cam, T)[0] < 0.01
     assert res.inliers[~mirror].all() and not res.inliers[mirror].any()
-    assert FeaturePnP._independent_support(T, uv, X, intr) == 140
+    assert FeaturePnP._support(T, uv, X, intr, 4.0) == 140
 
 
 def _view(frame):

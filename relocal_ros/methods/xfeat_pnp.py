@@ -101,7 +101,7 @@ class FeaturePnP:
             """(result, dense check or None, global-match support): the evidence the solver will weigh."""
             T = result[0]
             chk = dense_consistency(T, samples[0], views, query_grey=samples[1]) if T is not None and views else None
-            return result, chk, self._independent_support(T, q_uv[qi], X, pinhole)
+            return result, chk, self._support(T, q_uv[qi], X, pinhole, 4.0 * pinhole.width / 640.0)
 
         def weak(j) -> bool:
             _, chk, support = j
@@ -226,11 +226,12 @@ class FeaturePnP:
                 np.r_[independent, np.zeros(len(gq), bool)])
 
     @staticmethod
-    def _independent_support(T, uv, X, pinhole) -> int:
-        """Global matches within 4 px (at 640 wide) of their projection under T: what the solver will count."""
+    def _support(T, uv, X, pinhole, tau_px: float) -> int:
+        """Matches within tau_px of their projection under T (never one behind the camera); 0 without T. With the
+        global matches and 4 px at 640 wide: the independent support the solver will count."""
         if T is None or len(uv) == 0:
             return 0
-        return int((reprojection_errors(T, uv, X, pinhole) < 4.0 * pinhole.width / 640.0).sum())
+        return int((reprojection_errors(T, uv, X, pinhole) < tau_px).sum())
 
     def _fallback_matches(self, feats, gdesc, kf, intr):
         """The fallback matcher on the query's and the keyframe's strongest keypoints (its cost grows with the
@@ -253,20 +254,15 @@ class FeaturePnP:
         # a guide needs no more than a few hundred matches (local optimisation costs grow with them); all are counted
         sub = np.random.default_rng(0).choice(len(uv), 400, replace=False) if len(uv) > 400 else slice(None)
 
-        def support(T):
-            if T is None:
-                return -1
-            return int((reprojection_errors(T, uv, X, pinhole) < tau).sum())  # behind the camera: never
-
         best, best_n = None, int(c["guided_min_inliers"]) - 1
         T = solve_pnp_ransac(uv[sub], X[sub], pinhole, tau, 300).T_map_cam
-        if (n := support(T)) > best_n:
+        if (n := self._support(T, uv, X, pinhole, tau)) > best_n:
             best, best_n = T, n
         # a PnP hypothesis that needs no guiding (guide_below) needs no second opinion either: Kabsch costs ~6 ms
         ok = np.isfinite(xyz).all(1) if xyz is not None else np.zeros(0, bool)
         if ok.sum() >= 3 and best_n < c["guide_below"]:
             T = solve_rigid_ransac(xyz[ok], X[ok], 300).T_map_cam
-            if (n := support(T)) > best_n:
+            if (n := self._support(T, uv, X, pinhole, tau)) > best_n:
                 best, best_n = T, n
         return best
 
