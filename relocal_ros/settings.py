@@ -66,6 +66,9 @@ class Setting:
 # RGB-D: the depth agreement that confirms a pose; the feature-matching method (whether to look further) and the
 # solver (whether to accept) use the same default
 MIN_DENSE_CONSISTENCY = 0.65
+# ... and below which it refuses a pose whatever the matches say (the solver; and the feature-matching method's
+# ambiguity check: a rival pose the depth contradicts this much is no rival)
+MIN_DENSE_CONSISTENCY_FLOOR = 0.4
 DESCRIPTORS = ("xfeat_vlad", "netvlad", "densevlad")
 
 S = Setting
@@ -132,7 +135,7 @@ CORE: tuple[Setting, ...] = (
       "confirmed on fr1_desk 0.19-0.50, one 2 m / 172 deg off at 0.48-0.50: README 'Scene coordinates with the "
       "query's depth')",
       "solver", range=(-1.0, 1.0), nodes=(SOLVER,)),
-    S("min_dense_consistency_floor", 0.4, "RGB-D: below this depth agreement refused whatever the matches say",
+    S("min_dense_consistency_floor", MIN_DENSE_CONSISTENCY_FLOOR, "RGB-D: below this depth agreement refused whatever the matches say",
       "solver", range=(0.0, 1.0), nodes=(SOLVER,)),
     S("min_independent_inliers_unverified", 40, "a pose the depth does not confirm (RGB-only, or agreement "
       "between floor and threshold) needs this many global-match inliers (wrong hypotheses: 95 % < 44)", "solver",

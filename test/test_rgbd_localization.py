@@ -632,3 +632,33 @@ def test_the_colour_orientation_is_kept_only_where_the_brightness_agrees_better(
     followed = colour_orientation(depth_only, qp[ok], X, uv, intr)
     assert pose_error(followed, query.pose)[1] > pose_error(depth_only, query.pose)[1] + 0.5
     assert np.allclose(pose(uv), depth_only)
+
+
+def test_a_place_with_a_look_alike_elsewhere_is_refused_as_ambiguous(sun3d):
+    """A periodic place (identical shelves, cubicles): the map holds a real keyframe and its twin, the very same
+    image and depth 1 m to the side. A query near the keyframe matches both equally well, so the pose it would get
+    is a coin toss between two places 1 m apart, each with strong support and its depth agreeing: refused, and
+    said why. The same query against the map without the twin is answered, and right."""
+    import dataclasses
+
+    from relocal_ros.mapping.builder import build_map
+    from relocal_ros.pipeline import Relocalizer
+    kf, query, truth = sun3d[10], dataclasses.replace(sun3d[14], pose=None), sun3d[14].pose
+    shift = np.eye(4)
+    shift[:3, 3] = kf.pose[:3, :3] @ [1.0, 0.0, 0.0]   # 1 m along the keyframe's x axis
+    twin = dataclasses.replace(kf, pose=shift @ kf.pose)
+
+    class Frames(list):
+        intrinsics = kf.intrinsics
+
+    alone = Relocalizer(build_map(Frames([kf]), {}, progress=False), {}).localize(query)
+    assert alone.accepted, alone.reason
+    dt, dr = pose_error(alone.T_map_cam, truth)
+    assert dt < 0.1 and dr < 5
+
+    twins = build_map(Frames([kf, twin]), {}, progress=False)
+    est = Relocalizer(twins, {}).localize(query)
+    assert not est.accepted and "ambiguous place" in est.reason, est.reason
+    # the check is what refuses it: without it one of the two places is published
+    unchecked = Relocalizer(twins, {"inference": {"ambiguity_ratio": 0.0}}).localize(query)
+    assert unchecked.accepted, unchecked.reason

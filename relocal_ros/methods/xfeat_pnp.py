@@ -9,11 +9,12 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from relocal_ros.geometry.camera import undistort_points
+from relocal_ros.geometry.poses import pose_error
 from relocal_ros.mapping.keyframe_map import lift_keypoints
 from relocal_ros.matching.guided import guided_matches
 from relocal_ros.matching.matchers import make_matcher
 from relocal_ros.methods.base import CORRESPONDENCES, MATCHING_SETTINGS, Query, SolverTraits, keyframe_matches
-from relocal_ros.settings import MIN_DENSE_CONSISTENCY, Setting
+from relocal_ros.settings import MIN_DENSE_CONSISTENCY, MIN_DENSE_CONSISTENCY_FLOOR, Setting
 from relocal_ros.solver.icp import SurfaceCache, refine_pose_icp
 from relocal_ros.solver.pnp import reprojection_errors, solve_pnp_ransac
 from relocal_ros.solver.rigid import solve_rigid_ransac
@@ -46,6 +47,10 @@ SETTINGS = MATCHING_SETTINGS + (
             range=(16, 10000), nodes=_N),
     Setting("icp_recheck_m", 0.08, "RGB-D: re-guide from the ICP-refined pose when ICP moves it this far (m; 0: "
             "off)", _I, range=(0.0, 10.0), nodes=_N),
+    Setting("ambiguity_min_inliers", 50, "a retrieved keyframe whose own matches put the camera > 25 cm or 10 deg "
+            "from the chosen pose with at least this many inliers ...", _I, range=(0, 1_000_000_000), nodes=_N),
+    Setting("ambiguity_ratio", 0.75, "... and this share of the best agreeing keyframe's inliers makes the place "
+            "ambiguous: refused (0: never)", _I, range=(0.0, 100.0), nodes=_N),
     Setting("strong_dense", MIN_DENSE_CONSISTENCY, "RGB-D: depth agreement below which the evidence counts as "
             "weak (look further)", _I, range=(0.0, 1.0), nodes=_N),
 )
@@ -153,6 +158,12 @@ class FeaturePnP:
                 if moved > c["icp_recheck_m"] or weak(best):
                     best = better(judged(self._guide(q_uv, q_xyz, feats, pinhole, guide_set, qi, X, w, T_icp)), best)
         (T, qi_all, X_all, w_all, independent), chk, _ = best
+        ambiguous = self._ambiguity(T, pooled, refs, q_uv, pinhole,
+                                    (lambda R: dense_consistency(R, samples[0], views, query_grey=samples[1]).consistency)
+                                    if views else None)
+        if ambiguous:
+            ev.refusal = ambiguous
+            return
         ev.image_points = q_uv[qi_all]
         ev.map_points = X_all
         ev.independent = independent
@@ -224,6 +235,44 @@ class FeaturePnP:
         # flagged as the hypothesis-independent evidence that the solver's acceptance counts
         return (T, np.r_[qi, gq], np.concatenate([X, gX]), np.r_[w, gw].astype(np.float32),
                 np.r_[independent, np.zeros(len(gq), bool)])
+
+    def _ambiguity(self, T, pooled, refs, q_uv, pinhole, depth_agreement=None) -> str:
+        """'' or why the place is ambiguous: a retrieved keyframe whose own matches mostly miss the chosen pose and,
+        solved alone, put the camera elsewhere with about as much support as the best agreeing keyframe has under
+        the chosen pose (and, with query depth, agreeing with the keyframes' depth as well: depth_agreement(T)). A
+        periodic place (identical shelves, cubicles) makes two strong, mutually exclusive poses; on the hard
+        benchmark's synthetic scenes wrong answers had 214-482 inliers and their depth agreeing, and only a rival
+        this strong told them apart (README "Ambiguous places"). Costs one PnP per dissenting keyframe only."""
+        c = self.conf
+        ratio, floor = float(c["ambiguity_ratio"]), int(c["ambiguity_min_inliers"])
+        if T is None or ratio <= 0 or len(refs) < 2:
+            return ""
+        tau = 4.0 * pinhole.width / 640.0
+        per_ref = []
+        for k, matches in zip(refs, pooled):
+            rq, rX, _ = self._lift_matches([matches], [k])
+            # 3 tau: a keyframe whose pose or depth is a few cm off the others' misses the chosen pose by a few
+            # pixels, a rival 25 cm away by tens of them (SUN3D's SfM poses: 4 px would make rivals of near-twins)
+            per_ref.append((k, rq, rX, reprojection_errors(T, q_uv[rq], rX, pinhole) >= 3.0 * tau))
+        agree = max(int((~out).sum()) for *_, out in per_ref)
+        needed = max(floor, ratio * agree)
+        # a rival pose rests on the matches the chosen pose leaves out: too few of those, and there is none; with
+        # enough, it is a large share of them, which a short RANSAC finds
+        for k, rq, rX, out in per_ref:
+            if out.sum() < needed:
+                continue
+            r = solve_pnp_ransac(q_uv[rq[out]], rX[out], pinhole, tau, 100)
+            if r.T_map_cam is None or r.num_inliers < needed:
+                continue
+            dt, dr = pose_error(r.T_map_cam, T)
+            # a rival the query's depth contradicts (as the solver would refuse it) is no rival: the opposite,
+            # identical-looking wall. One it merely does not confirm is: periodic places' wrong answers had rivals
+            # at 0.51-0.55, their right ones at 0.57-0.59 (synthetic 9002)
+            if (dt > 0.25 or dr > 10.0) and (depth_agreement is None
+                                             or depth_agreement(r.T_map_cam) >= MIN_DENSE_CONSISTENCY_FLOOR):
+                return (f"ambiguous place: keyframe {k}'s own matches put the camera {dt:.2f} m / {dr:.0f} deg from "
+                        f"the chosen pose with {r.num_inliers} inliers (the best agreeing keyframe: {agree})")
+        return ""
 
     @staticmethod
     def _support(T, uv, X, pinhole, tau_px: float) -> int:
