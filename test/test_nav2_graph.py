@@ -243,7 +243,7 @@ def test_map_to_odom_is_fresh_at_now_through_refused_stretches(robot, graph):
     plan = [frames[0], frames[1], "black", "white", "grey", "black", "grey", frames[2], frames[3],
             "white", "black", "grey", "white", frames[4]]
     estimates = []        # (receive time, map->odom implied by the pose and the odometry at its stamp)
-    lookups = []          # (time, T_map_odom looked up at now, or None)
+    lookups = []          # (time, T_map_odom at now or None, map->odom found, odometry age, odometry heard)
     state = {"next": 0.0}
     n_before = len(robot.poses)   # poses of the earlier tests: their map->odom may still stand at the start
     n_seen = 0
@@ -262,8 +262,10 @@ def test_map_to_odom_is_fresh_at_now_through_refused_stretches(robot, graph):
             t_ns = robot.now_ns()
             T = robot.consumer.lookup("map", "base_link", t_ns, 0.0)
             M = robot.consumer.lookup("map", "odom", t_ns, 0.0)       # the solver's part of the chain alone
-            odom_age = (t_ns - robot.odom_log[-1][0]) * 1e-9       # the simulated robot's part
-            lookups.append((now, None if T is None else T @ invert(robot.odom_at(t_ns)), M is not None, odom_age))
+            odom_age = (t_ns - robot.odom_log[-1][0]) * 1e-9       # the simulated robot's part, as sent ...
+            O = robot.consumer.lookup("odom", "base_link", t_ns, 0.0)  # ... and as the consumer has heard it
+            lookups.append((now, None if T is None else T @ invert(robot.odom_at(t_ns)), M is not None, odom_age,
+                            O is not None))
 
     for item in plan:
         if isinstance(item, str):
@@ -288,13 +290,14 @@ def test_map_to_odom_is_fresh_at_now_through_refused_stretches(robot, graph):
     t_first = estimates[n_before][0] + 0.1
     if lookups[0][2]:
         t_first = lookups[0][0]
-    counted = [(t, T) for t, T, _, _ in lookups if t >= t_first]
+    counted = [(t, T) for t, T, *_ in lookups if t >= t_first]
     t_start = counted[0][0]
-    map_odom_ok = [m for t, _, m, _ in lookups if t >= t_first]
+    map_odom_ok = [m for t, _, m, *_ in lookups if t >= t_first]
     # a map->base_link lookup also needs odometry within the 50 ms TF tolerance; the test's own 50 Hz odometry
     # publisher (this process, sharing 2 cores with the graph) can stall longer: those are the robot's failures
-    ok = [T is not None for t, T, _, age in lookups if t >= t_first and age < 0.04]
-    stalled = sum(1 for t, _, _, age in lookups if t >= t_first and age >= 0.04)
+    # (or its /tf reached the consumer late: odom->base_link alone not yet there at now, 1 lookup in 311 once)
+    ok = [T is not None for t, T, _, age, heard in lookups if t >= t_first and age < 0.04 and heard]
+    stalled = sum(1 for t, _, _, age, heard in lookups if t >= t_first and (age >= 0.04 or not heard))
     success = sum(ok) / len(ok)
     errs, errs_latest, worst = [], [], []
     for t, T in counted:
@@ -326,7 +329,7 @@ def test_map_to_odom_is_fresh_at_now_through_refused_stretches(robot, graph):
           f"{np.percentile(errs[:, 0], 50) * 1000:.2f}/{np.percentile(errs[:, 0], 95) * 1000:.2f} mm")
     print("worst lookups (error m, s since the last pose, poses around):", sorted(worst, key=lambda w: w[0])[-3:])
     print(f"map->odom at now: {sum(map_odom_ok)} of {len(map_odom_ok)} succeeded; {stalled} lookups skipped for "
-          f"odometry older than 40 ms (the test's publisher stalled)")
+          f"odometry older than 40 ms or not yet heard (the test's publisher)")
     assert all(map_odom_ok), f"{len(map_odom_ok) - sum(map_odom_ok)} of {len(map_odom_ok)} map->odom lookups failed"
     assert success == 1.0, f"{len(ok) - sum(ok)} of {len(ok)} map->base_link lookups at now failed"
     assert stalled < 0.05 * len(counted), stalled
