@@ -135,8 +135,8 @@ CORE: tuple[Setting, ...] = (
       "confirmed on fr1_desk 0.19-0.50, one 2 m / 172 deg off at 0.48-0.50: README 'Scene coordinates with the "
       "query's depth')",
       "solver", range=(-1.0, 1.0), nodes=(SOLVER,)),
-    S("min_dense_consistency_floor", MIN_DENSE_CONSISTENCY_FLOOR, "RGB-D: below this depth agreement refused whatever the matches say",
-      "solver", range=(0.0, 1.0), nodes=(SOLVER,)),
+    S("min_dense_consistency_floor", MIN_DENSE_CONSISTENCY_FLOOR,
+      "RGB-D: below this depth agreement refused whatever the matches say", "solver", range=(0.0, 1.0), nodes=(SOLVER,)),
     S("min_independent_inliers_unverified", 40, "a pose the depth does not confirm (RGB-only, or agreement "
       "between floor and threshold) needs this many global-match inliers (wrong hypotheses: 95 % < 44)", "solver",
       range=(0, 1_000_000_000), nodes=(SOLVER,)),

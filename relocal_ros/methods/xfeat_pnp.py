@@ -158,9 +158,9 @@ class FeaturePnP:
                 if moved > c["icp_recheck_m"] or weak(best):
                     best = better(judged(self._guide(q_uv, q_xyz, feats, pinhole, guide_set, qi, X, w, T_icp)), best)
         (T, qi_all, X_all, w_all, independent), chk, _ = best
-        ambiguous = self._ambiguity(T, pooled, refs, q_uv, pinhole,
-                                    (lambda R: dense_consistency(R, samples[0], views, query_grey=samples[1]).consistency)
-                                    if views else None)
+        def depth_agreement(T_other):
+            return dense_consistency(T_other, samples[0], views, query_grey=samples[1]).consistency
+        ambiguous = self._ambiguity(T, pooled, refs, q_uv, pinhole, depth_agreement if views else None)
         if ambiguous:
             ev.refusal = ambiguous
             return
