@@ -280,6 +280,11 @@ class PoseSolver:
             if ev.dense_consistency < c["min_dense_consistency"]:
                 unverified = (f"query depth agrees with the map at only {ev.dense_consistency:.0%} "
                               f"(< {c['min_dense_consistency']:.0%})")
+            elif ev.dense_photometric < c["min_dense_photometric"]:  # NaN (not measured): the depth alone decides
+                # surfaces that agree in depth under a wrong pose (flat walls and floors, a periodic room) rarely
+                # agree in brightness too: the depth does not confirm such a pose (README "Depth without brightness")
+                unverified = (f"query depth agrees with the map at {ev.dense_consistency:.0%} but its brightness "
+                              f"there at only {ev.dense_photometric:.2f} (< {c['min_dense_photometric']})")
         if unverified and n_indep < c["min_independent_inliers_unverified"]:
             return (f"{unverified}, and {n_indep} inliers among the global matches < "
                     f"min_independent_inliers_unverified {c['min_independent_inliers_unverified']}")

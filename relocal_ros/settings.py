@@ -130,10 +130,11 @@ CORE: tuple[Setting, ...] = (
     S("min_dense_consistency", MIN_DENSE_CONSISTENCY, "RGB-D: share of the query's depth samples that agree with "
       "the keyframes' depth needed to confirm a pose (bench/plot_acceptance.py, README)", "solver",
       range=(0.0, 1.0), nodes=(SOLVER,)),
-    S("min_dense_photometric", 0.6, "RGB-D, learned dense methods: the query's brightness must also correlate with "
-      "the keyframes' at the depth-consistent samples (right ones on fr1_rpy and SUN3D >= 0.76; wrong ones the depth "
-      "confirmed on fr1_desk 0.19-0.50, one 2 m / 172 deg off at 0.48-0.50: README 'Scene coordinates with the "
-      "query's depth')",
+    S("min_dense_photometric", 0.6, "RGB-D: the query's brightness must also correlate with the keyframes' at the "
+      "depth-consistent samples for the depth to confirm a pose; learned dense methods are refused below it, a "
+      "feature-matched pose then needs min_independent_inliers_unverified (right ones on fr1_rpy and SUN3D >= 0.76; "
+      "wrong ones the depth confirmed on fr1_desk 0.19-0.50, one 2 m / 172 deg off at 0.48-0.50; feature-matched "
+      "poses > 10 cm off on the synthetic scenes 0.01-0.45: README 'Depth without brightness')",
       "solver", range=(-1.0, 1.0), nodes=(SOLVER,)),
     S("min_dense_consistency_floor", MIN_DENSE_CONSISTENCY_FLOOR,
       "RGB-D: below this depth agreement refused whatever the matches say", "solver", range=(0.0, 1.0), nodes=(SOLVER,)),

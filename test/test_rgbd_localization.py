@@ -408,6 +408,45 @@ def test_rgb_only_evidence_is_vetted_by_the_keyframes_brightness(sun3d):
     assert not est.accepted and "keyframes drawn into the query" in est.reason, est.reason
 
 
+def test_depth_without_brightness_does_not_confirm_a_feature_matched_pose(sun3d):
+    """With query depth, a feature-matched pose counts as confirmed (min_independent_inliers global-match inliers
+    then suffice) only when the query's brightness also correlates with the keyframe's on the surfaces the depth
+    agrees on: a periodic room or a flat wall agrees in depth under a wrong pose. The same real SUN3D pair and
+    correspondences, the query's depth as recorded, its colour image as taken and turned upside down."""
+    import dataclasses
+
+    from relocal_ros.estimates import QueryEvidence
+    from relocal_ros.pipeline import PoseSolver, default_conf
+    from relocal_ros.solver.verification import verify_evidence
+    kmap = _single_keyframe_map(sun3d[10])
+    query = sun3d[30]
+    X, uv, inside = _keyframe_points_seen_by(kmap.keyframes[0], query)
+    few = np.random.default_rng(0).choice(np.flatnonzero(inside), 60, replace=False)
+    conf = default_conf()["solver"]
+
+    def solved(frame, independent):
+        ev = QueryEvidence("q", query.intrinsics, "xfeat_pnp", image_points=uv[few].astype(np.float32),
+                           map_points=X[few].astype(np.float32), keyframe_ids=[0],
+                           weights=np.ones(60, np.float32), independent=np.arange(60) < independent)
+        verify_evidence(ev, frame.depth, frame.rgb, kmap, kmap.viewpoints(), 4.0)
+        return ev, PoseSolver().solve(ev)
+
+    # 20 global-match inliers (< min_independent_inliers_unverified) and 40 guided ones
+    ev, est = solved(query, 20)
+    assert ev.dense_consistency >= conf["min_dense_consistency"], ev.dense_consistency
+    assert ev.dense_photometric >= conf["min_dense_photometric"] and est.accepted, (ev.dense_photometric, est.reason)
+    assert pose_error(est.T_map_cam, query.pose)[0] < 0.02
+    upside_down = dataclasses.replace(query, rgb=np.ascontiguousarray(query.rgb[::-1]))
+    ev, est = solved(upside_down, 20)
+    assert ev.dense_consistency >= conf["min_dense_consistency"] and ev.dense_photometric < 0.5
+    assert not est.accepted and "brightness" in est.reason and "min_independent_inliers_unverified" in est.reason
+    # as many global-match inliers as an unconfirmed pose needs: accepted on the matches alone
+    assert solved(upside_down, 60)[1].accepted
+    # not measured (a keyframe without a thumbnail): the depth alone decides, as before
+    ev.dense_photometric = float("nan")
+    assert PoseSolver().solve(ev).accepted
+
+
 def test_guided_matching_projects_the_stored_rotation_closest_to_the_query(sun3d):
     """A keyframe is stored at several in-plane angles: guided matching searches only the copy whose global
     descriptor is closest to the query's (the one the global matches came from), not all three."""
