@@ -701,3 +701,43 @@ def test_a_place_with_a_look_alike_elsewhere_is_refused_as_ambiguous(sun3d):
     # the check is what refuses it: without it one of the two places is published
     unchecked = Relocalizer(twins, {"inference": {"ambiguity_ratio": 0.0}}).localize(query)
     assert unchecked.accepted, unchecked.reason
+
+
+def test_a_weaker_look_alike_that_the_depth_prefers_makes_the_place_ambiguous(sun3d, monkeypatch):
+    """The twin map of the test above, with the pose the matches chose at the twin's place and the true keyframe's
+    matches cut to a third (a rival too weak for the ratio rule). When the twin's depth is 15 % farther than the
+    query's surfaces there (a look-alike of other geometry), the query's depth agrees far better with the weaker
+    rival at the true place: ambiguous, and said why. When both places have the same geometry, the depth cannot
+    prefer either and the weaker rival is no reason to refuse."""
+    import dataclasses
+
+    from relocal_ros.mapping.builder import build_map
+    from relocal_ros.methods.xfeat_pnp import FeaturePnP
+    from relocal_ros.pipeline import Relocalizer
+    kf, query, truth = sun3d[10], dataclasses.replace(sun3d[14], pose=None), sun3d[14].pose
+    shift = np.eye(4)
+    shift[:3, 3] = kf.pose[:3, :3] @ [1.0, 0.0, 0.0]
+
+    class Frames(list):
+        intrinsics = kf.intrinsics
+
+    calls = []
+    real = FeaturePnP._ambiguity
+    monkeypatch.setattr(FeaturePnP, "_ambiguity", lambda self, *a: calls.append((self, a)) or real(self, *a))
+
+    def verdict(twin_depth_scale, margin=0.2):
+        """the check's answer for the twin's pose as the chosen one, on the real matches and depth of one query"""
+        twins = build_map(Frames([kf, dataclasses.replace(kf, pose=shift @ kf.pose)]), {}, progress=False)
+        twins.keyframes[1].depth_thumbnail = (twins.keyframes[1].depth_thumbnail.astype(np.float32)
+                                              * twin_depth_scale).astype(np.float16)
+        calls.clear()
+        Relocalizer(twins, {}).localize(query)
+        method, (_, pooled, refs, q_uv, pinhole, depth_agreement) = calls[-1]
+        weaker = [(m[::3], s[::3]) if k == 0 else (m, s) for (m, s), k in zip(pooled, refs)]
+        method.conf = {**method.conf, "ambiguity_depth_margin": margin}
+        return real(method, shift @ truth, weaker, refs, q_uv, pinhole, depth_agreement)
+
+    why = verdict(1.15)
+    assert "ambiguous place: keyframe 0" in why and "depth agrees at" in why, why
+    assert verdict(1.15, margin=0.0) == ""   # the ratio rule alone: the rival is too weak
+    assert verdict(1.0) == ""                # same geometry at both places

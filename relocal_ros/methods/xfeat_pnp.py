@@ -51,6 +51,10 @@ SETTINGS = MATCHING_SETTINGS + (
             "from the chosen pose with at least this many inliers ...", _I, range=(0, 1_000_000_000), nodes=_N),
     Setting("ambiguity_ratio", 0.75, "... and this share of the best agreeing keyframe's inliers makes the place "
             "ambiguous: refused (0: never)", _I, range=(0.0, 100.0), nodes=_N),
+    Setting("ambiguity_depth_inliers", 30, "RGB-D: a weaker rival (this many inliers) makes the place ambiguous too "
+            "when the query's depth agrees better with it ...", _I, range=(0, 1_000_000_000), nodes=_N),
+    Setting("ambiguity_depth_margin", 0.2, "... by this much than with the chosen pose (0: never; README "
+            "'Ambiguous places')", _I, range=(0.0, 1.0), nodes=_N),
     Setting("strong_dense", MIN_DENSE_CONSISTENCY, "RGB-D: depth agreement below which the evidence counts as "
             "weak (look further)", _I, range=(0.0, 1.0), nodes=_N),
 )
@@ -242,10 +246,13 @@ class FeaturePnP:
         the chosen pose (and, with query depth, agreeing with the keyframes' depth as well: depth_agreement(T)). A
         periodic place (identical shelves, cubicles) makes two strong, mutually exclusive poses; on the hard
         benchmark's synthetic scenes wrong answers had 214-482 inliers and their depth agreeing, and only a rival
-        this strong told them apart (README "Ambiguous places"). Costs one PnP per dissenting keyframe only."""
+        this strong told them apart (README "Ambiguous places"). With query depth, a weaker rival counts too when
+        the depth agrees clearly better with it than with the chosen pose. Costs one PnP per dissenting keyframe
+        only."""
         c = self.conf
         ratio, floor = float(c["ambiguity_ratio"]), int(c["ambiguity_min_inliers"])
-        if T is None or ratio <= 0 or len(refs) < 2:
+        margin = float(c["ambiguity_depth_margin"]) if depth_agreement is not None else 0.0
+        if T is None or (ratio <= 0 and margin <= 0) or len(refs) < 2:
             return ""
         tau = 4.0 * pinhole.width / 640.0
         per_ref = []
@@ -255,23 +262,33 @@ class FeaturePnP:
             # pixels, a rival 25 cm away by tens of them (SUN3D's SfM poses: 4 px would make rivals of near-twins)
             per_ref.append((k, rq, rX, reprojection_errors(T, q_uv[rq], rX, pinhole) >= 3.0 * tau))
         agree = max(int((~out).sum()) for *_, out in per_ref)
-        needed = max(floor, ratio * agree)
+        needed = max(floor, ratio * agree) if ratio > 0 else float("inf")
+        weaker = int(c["ambiguity_depth_inliers"]) if margin > 0 else float("inf")
+        chosen_depth = functools.cache(lambda: depth_agreement(T))
         # a rival pose rests on the matches the chosen pose leaves out: too few of those, and there is none; with
         # enough, it is a large share of them, which a short RANSAC finds
         for k, rq, rX, out in per_ref:
-            if out.sum() < needed:
+            if out.sum() < min(needed, weaker):
                 continue
             r = solve_pnp_ransac(q_uv[rq[out]], rX[out], pinhole, tau, 100)
-            if r.T_map_cam is None or r.num_inliers < needed:
+            if r.T_map_cam is None or r.num_inliers < min(needed, weaker):
                 continue
             dt, dr = pose_error(r.T_map_cam, T)
+            if dt <= 0.25 and dr <= 10.0:
+                continue
+            why = (f"ambiguous place: keyframe {k}'s own matches put the camera {dt:.2f} m / {dr:.0f} deg from the "
+                   f"chosen pose with {r.num_inliers} inliers (the best agreeing keyframe: {agree})")
+            rival_depth = depth_agreement(r.T_map_cam) if depth_agreement is not None else None
             # a rival the query's depth contradicts (as the solver would refuse it) is no rival: the opposite,
             # identical-looking wall. One it merely does not confirm is: periodic places' wrong answers had rivals
             # at 0.51-0.55, their right ones at 0.57-0.59 (synthetic 9002)
-            if (dt > 0.25 or dr > 10.0) and (depth_agreement is None
-                                             or depth_agreement(r.T_map_cam) >= MIN_DENSE_CONSISTENCY_FLOOR):
-                return (f"ambiguous place: keyframe {k}'s own matches put the camera {dt:.2f} m / {dr:.0f} deg from "
-                        f"the chosen pose with {r.num_inliers} inliers (the best agreeing keyframe: {agree})")
+            if r.num_inliers >= needed and (rival_depth is None or rival_depth >= MIN_DENSE_CONSISTENCY_FLOOR):
+                return why
+            # a weaker rival that the depth prefers: the chosen pose won on matches alone (synthetic 9002 / 9003:
+            # wrong answers at 0.56 and 0.75 with rivals at the true place at 1.0; no right answer had a rival with
+            # more agreement than its own)
+            if r.num_inliers >= weaker and rival_depth >= chosen_depth() + margin:
+                return f"{why}, where the query's depth agrees at {rival_depth:.2f} against {chosen_depth():.2f}"
         return ""
 
     @staticmethod
