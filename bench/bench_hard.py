@@ -80,6 +80,8 @@ LEARNED = {
 # settings measured against the default before a change of default (run on request, like the learned methods)
 VARIANTS = {
     "relocal default, 5 references": ({}, {"inference": {"num_references": 5}}),
+    "relocal default, no extra references": ({}, {"inference": {"extra_references": 0}}),
+    "relocal RGB only, no extra references": ({}, {"inference": {"use_depth": False, "extra_references": 0}}),
 }
 DEFAULT_METHODS = list(METHODS)
 METHODS.update(LEARNED)

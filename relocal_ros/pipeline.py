@@ -115,8 +115,10 @@ class InferenceEngine:
         if self.method.needs_retrieval:
             query.features, query.global_descriptor = self.map.encoder(frame.rgb)
             _, cand = self.map.index.search(query.global_descriptor, int(c["retrieval_candidates"]))
-            query.refs = select_diverse(cand, self._viewpoints[0], int(c["num_references"]), c["min_reference_distance"],
-                                        c["max_reference_distance"])
+            n = int(c["num_references"])
+            chosen = select_diverse(cand, self._viewpoints[0], n + int(c["extra_references"]),
+                                    c["min_reference_distance"], c["max_reference_distance"])
+            query.refs, query.more_refs = chosen[:n], chosen[n:]  # the greedy rule: the first n are its choice of n
             ev.keyframe_ids = list(query.refs)
         self.method.infer(query, ev)
         if not ev.refusal and (depth is None or not self.method.uses_depth):

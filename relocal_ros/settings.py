@@ -97,6 +97,9 @@ CORE: tuple[Setting, ...] = (
     S("retrieval_candidates", 10, "FAISS shortlist before the diversity rule", "inference", range=(1, 1000),
       nodes=(INFERENCE,)),
     S("num_references", 3, "keyframes matched per query", "inference", range=(1, 50), nodes=(INFERENCE,)),
+    S("extra_references", 2, "... and the next diverse candidates that a method may add when the evidence from "
+      "those is weak (xfeat_pnp: searches again on all of them; 0: never)", "inference", range=(0, 50),
+      nodes=(INFERENCE,)),
     S("min_reference_distance", 0.05, "skip references closer than this to an already chosen one (m)", "inference",
       range=(0.0, 100.0), nodes=(INFERENCE,)),
     S("max_reference_distance", 10.0, "skip references further than this from the best one (m)", "inference",

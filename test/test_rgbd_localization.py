@@ -741,3 +741,33 @@ def test_a_weaker_look_alike_that_the_depth_prefers_makes_the_place_ambiguous(su
     assert "ambiguous place: keyframe 0" in why and "depth agrees at" in why, why
     assert verdict(1.15, margin=0.0) == ""   # the ratio rule alone: the rival is too weak
     assert verdict(1.0) == ""                # same geometry at both places
+
+
+def test_weak_evidence_from_the_best_references_looks_at_the_next_candidates(sun3d, monkeypatch):
+    """Retrieval ranks a keyframe of the room's other side first (fragment 2: the same cubicles, another view) and
+    the keyframe that sees the query's place second. Matched against the first alone the evidence is weak and the
+    query is refused; with `extra_references` the next candidate is matched as well, the search runs again on
+    both, and the pose is right and names the keyframes it came from."""
+    import dataclasses
+
+    from relocal_ros.mapping.builder import build_map
+    from relocal_ros.pipeline import Relocalizer
+    far, near = sun3d[75], sun3d[10]
+    query, truth = dataclasses.replace(sun3d[14], pose=None), sun3d[14].pose
+
+    class Frames(list):
+        intrinsics = near.intrinsics
+
+    kmap = build_map(Frames([far, near]), {}, progress=False)
+    monkeypatch.setattr(kmap.index, "search", lambda desc, k: (np.array([0.9, 0.8]), np.array([0, 1])))
+
+    alone = Relocalizer(kmap, {"inference": {"num_references": 1, "extra_references": 0}}).localize(query)
+    assert not alone.accepted, "the other side of the room alone should not place the query"
+
+    reloc = Relocalizer(kmap, {"inference": {"num_references": 1, "extra_references": 1}})
+    ev = reloc.engine.infer(query)
+    assert ev.keyframe_ids == [0, 1]
+    est = reloc.solver.solve(ev)
+    assert est.accepted, est.reason
+    dt, dr = pose_error(est.T_map_cam, truth)
+    assert dt < 0.1 and dr < 5, (dt, dr)

@@ -44,6 +44,7 @@ class Query:
     map's encoder ran once for both)."""
     frame: "RGBDFrame"
     refs: list[int] = dataclasses.field(default_factory=list)
+    more_refs: list[int] = dataclasses.field(default_factory=list)  # the next candidates, to look further (optional)
     features: object = None                     # LocalFeatures of the query (the map's extractor), or None
     global_descriptor: np.ndarray | None = None
     viewpoints: tuple[np.ndarray, np.ndarray] | None = None  # the map's keyframe centres and optical axes (engine's)

@@ -3,6 +3,7 @@ retrieved keyframes' stored ones, lifted to 3D with the keyframes' depth -> 2D-3
 PnP-RANSAC; with query depth also 3D-3D hypotheses, a dense depth check and ICP (README "Unseen real scenes")."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import numpy as np
@@ -60,6 +61,17 @@ SETTINGS = MATCHING_SETTINGS + (
 )
 
 
+@dataclasses.dataclass
+class _Found:
+    """What one search over a set of references found: the best (result, dense check, support) and its context."""
+    best: tuple
+    pooled: list
+    refs: list
+    views: list
+    weak: bool
+    key: tuple
+
+
 class FeaturePnP:
     name = "xfeat_pnp"
     evidence = CORRESPONDENCES
@@ -86,23 +98,62 @@ class FeaturePnP:
         hypothesis, guided matching in a window around the projections of the keyframes' 3D points
         (matching/guided.py), which recovers the matches that a global nearest-neighbour search loses under
         viewpoint change. When the hypothesis is still weakly supported, the fallback matcher (LighterGlue on the
-        best references) adds global matches and the hypothesis is searched again. With query depth, each
-        correspondence also carries the query's own 3D point and the final hypothesis is checked densely against
-        the keyframes' depth (solver/verification.py)."""
+        best references) adds global matches and the hypothesis is searched again, and then the same search runs on
+        the next retrieved candidates as well (`extra_references`). With query depth, each correspondence also
+        carries the query's own 3D point and the final hypothesis is checked densely against the keyframes' depth
+        (solver/verification.py)."""
         c = self.conf
-        frame, feats, gdesc, refs = query.frame, query.features, query.global_descriptor, query.refs
+        frame, feats = query.frame, query.features
         intr = frame.intrinsics
-        pinhole = ev.intrinsics
         q_uv = undistort_points(feats.keypoints, intr)
         q_xyz = lift_keypoints(feats, frame.depth, intr, np.eye(4)) if c["use_depth"] and frame.depth is not None \
             else None
+        # the query's depth samples for the dense check: drawn once, whatever the references
+        samples = sample_query_points(frame.depth, intr, rgb=frame.rgb) if q_xyz is not None else None
+        found = self._search(query, query.refs, q_uv, q_xyz, samples, ev)
+        if found.weak and query.more_refs:
+            # weak evidence from the best few references (a wide baseline: the nearest keyframes see the place
+            # obliquely): the next candidates may see it better. Synthetic wide-baseline scenes: 5 references from
+            # the start gained as much on the weak queries but moved confident ones and cost every query (README)
+            wider = self._search(query, list(query.refs) + list(query.more_refs), q_uv, q_xyz, samples, ev)
+            if wider.key >= found.key:
+                found = wider
+        ev.keyframe_ids = list(found.refs)
+        (T, qi_all, X_all, w_all, independent), chk, _ = found.best
+        views = found.views
+
+        def depth_agreement(T_other):
+            return dense_consistency(T_other, samples[0], views, query_grey=samples[1]).consistency
+        ambiguous = self._ambiguity(T, found.pooled, found.refs, q_uv, ev.intrinsics,
+                                    depth_agreement if views else None)
+        if ambiguous:
+            ev.refusal = ambiguous
+            return
+        ev.image_points = q_uv[qi_all]
+        ev.map_points = X_all
+        ev.independent = independent
+        ev.weights = np.clip(w_all, 0, 1).astype(np.float32)
+        if q_xyz is not None:
+            ev.query_points = q_xyz[qi_all].astype(np.float32)
+            if chk is None and views and len(qi_all) >= 6:  # no hypothesis: check the one the solver will find
+                T = solve_pnp_ransac(q_uv[qi_all], X_all, ev.intrinsics, 4.0 * intr.width / 640.0, 300).T_map_cam
+                chk = dense_consistency(T, samples[0], views, query_grey=samples[1]) if T is not None else None
+            if chk is not None:
+                ev.dense_consistency, ev.dense_judged, ev.dense_samples = chk.consistency, chk.judged, chk.samples
+                ev.dense_photometric = chk.photometric
+
+    def _search(self, query: Query, refs: list[int], q_uv, q_xyz, samples, ev) -> "_Found":
+        """The best hypothesis and its evidence from these references (see infer)."""
+        c = self.conf
+        frame, feats, gdesc = query.frame, query.features, query.global_descriptor
+        intr = frame.intrinsics
+        pinhole = ev.intrinsics
         size = (intr.width, intr.height)
         pooled = [keyframe_matches(self.matcher, feats, size, gdesc, self.map.keyframes[k]) for k in refs]
         qi, X, w = self._lift_matches(pooled, refs)
-        with_depth = [(k, keyframe_depth_view(self.map.keyframes[k])) for k in refs] if q_xyz is not None else []
+        with_depth = [(k, keyframe_depth_view(self.map.keyframes[k])) for k in refs] if samples is not None else []
         refs_with_depth = [k for k, v in with_depth if v is not None]
         views = [v for _, v in with_depth if v is not None]
-        samples = sample_query_points(frame.depth, intr, rgb=frame.rgb) if views else None
         # built on first use: the common, confident query never guides
         guide_set = functools.cache(lambda: self._guide_set(refs, gdesc))
 
@@ -161,25 +212,7 @@ class FeaturePnP:
                 moved = np.linalg.norm(T_icp[:3, 3] - best[0][0][:3, 3])
                 if moved > c["icp_recheck_m"] or weak(best):
                     best = better(judged(self._guide(q_uv, q_xyz, feats, pinhole, guide_set, qi, X, w, T_icp)), best)
-        (T, qi_all, X_all, w_all, independent), chk, _ = best
-        def depth_agreement(T_other):
-            return dense_consistency(T_other, samples[0], views, query_grey=samples[1]).consistency
-        ambiguous = self._ambiguity(T, pooled, refs, q_uv, pinhole, depth_agreement if views else None)
-        if ambiguous:
-            ev.refusal = ambiguous
-            return
-        ev.image_points = q_uv[qi_all]
-        ev.map_points = X_all
-        ev.independent = independent
-        ev.weights = np.clip(w_all, 0, 1).astype(np.float32)
-        if q_xyz is not None:
-            ev.query_points = q_xyz[qi_all].astype(np.float32)
-            if chk is None and views and len(qi_all) >= 6:  # no hypothesis: check the one the solver will find
-                T = solve_pnp_ransac(q_uv[qi_all], X_all, pinhole, 4.0 * intr.width / 640.0, 300).T_map_cam
-                chk = dense_consistency(T, samples[0], views, query_grey=samples[1]) if T is not None else None
-            if chk is not None:
-                ev.dense_consistency, ev.dense_judged, ev.dense_samples = chk.consistency, chk.judged, chk.samples
-                ev.dense_photometric = chk.photometric
+        return _Found(best, pooled, list(refs), views, weak(best), key(best))
 
     def _lift_matches(self, per_ref, refs):
         """(query indices, map points, similarities) of the matches whose keyframe keypoint has a 3D point."""
