@@ -764,9 +764,14 @@ def test_weak_evidence_from_the_best_references_looks_at_the_next_candidates(sun
     alone = Relocalizer(kmap, {"inference": {"num_references": 1, "extra_references": 0}}).localize(query)
     assert not alone.accepted, "the other side of the room alone should not place the query"
 
+    from relocal_ros.methods import xfeat_pnp
+    matched, real = [], xfeat_pnp.keyframe_matches
+    monkeypatch.setattr(xfeat_pnp, "keyframe_matches", lambda *a: matched.append(a[-1]) or real(*a))
     reloc = Relocalizer(kmap, {"inference": {"num_references": 1, "extra_references": 1}})
     ev = reloc.engine.infer(query)
     assert ev.keyframe_ids == [0, 1]
+    # the second search reuses the first's work: each keyframe's global matches are computed once
+    assert [kmap.keyframes.index(kf) for kf in matched] == [0, 1]
     est = reloc.solver.solve(ev)
     assert est.accepted, est.reason
     dt, dr = pose_error(est.T_map_cam, truth)

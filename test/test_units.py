@@ -69,3 +69,37 @@ def test_keyframe_selector_by_hand_and_defaults_agree_with_the_builder():
     default = KeyframeSelector()
     assert default.min_translation == default_build_conf()["min_translation"]
     assert default.min_rotation_deg == default_build_conf()["min_rotation_deg"]
+
+
+def test_guided_matching_keeps_the_window_similarity_margin_and_one_to_one_rules():
+    """Each map point projected with the pose takes the most similar query keypoint inside its window, when that
+    similarity is high enough and beats the window's runner-up by the margin; a query keypoint keeps its most
+    similar map point only; points outside every window, behind the camera or without 3D are never matched."""
+    from relocal_ros.geometry.camera import Intrinsics
+    from relocal_ros.matching.guided import guided_matches
+
+    intr = Intrinsics(500.0, 500.0, 320.0, 240.0, 640, 480)
+    unit = np.eye(8, dtype=np.float32)
+    q_uv = np.array([[100, 100], [104, 100], [300, 200], [500, 400], [50, 400]], float)
+    q_desc = unit[[0, 1, 2, 3, 4]]
+    # map points at 2 m whose projections fall at: 2 px from query 0 (descriptor of 0), 2 px from query 1 with
+    # a descriptor between 0 and 1 (runner-up too close), on query 2 twice (the more similar wins), 40 px from
+    # query 3 (outside the window), behind the camera, and NaN
+    def at(u, v, z=2.0):
+        return [(u - 320) / 500 * z, (v - 240) / 500 * z, z]
+    X = np.array([at(102, 100), at(106, 101), at(300, 201), at(301, 200), at(540, 400), at(50, 400, -2.0),
+                  [np.nan] * 3])
+    d_mid = (unit[0] + unit[1]) / np.sqrt(2)
+    m_desc = np.stack([unit[0], d_mid, 0.9 * unit[2] + 0.1 * unit[5], unit[2], unit[3], unit[4], unit[4]])
+    m_desc /= np.linalg.norm(m_desc, axis=1, keepdims=True)
+    m, sim = guided_matches(np.eye(4), q_uv, q_desc, intr, X, m_desc, radius_px=12.0, min_similarity=0.5,
+                            margin=0.05)
+    assert sorted(map(tuple, m.tolist())) == [(0, 0), (2, 3)]
+    assert np.allclose(sim[np.argsort(m[:, 0])], [1.0, 1.0])
+    # without the margin the in-between descriptor takes query 0 or 1 (equally similar to both: the nearer one)
+    m, _ = guided_matches(np.eye(4), q_uv, q_desc, intr, X, m_desc, radius_px=12.0, min_similarity=0.5,
+                          margin=0.0)
+    assert (1, 1) in set(map(tuple, m.tolist()))
+    # a window too small for any projection: nothing
+    m, sim = guided_matches(np.eye(4), q_uv + 30.0, q_desc, intr, X, m_desc, radius_px=3.0)
+    assert m.shape == (0, 2) and sim.shape == (0,)

@@ -110,12 +110,13 @@ class FeaturePnP:
             else None
         # the query's depth samples for the dense check: drawn once, whatever the references
         samples = sample_query_points(frame.depth, intr, rgb=frame.rgb) if q_xyz is not None else None
-        found = self._search(query, query.refs, q_uv, q_xyz, samples, ev)
+        memo = {}  # what both searches share (_search)
+        found = self._search(query, query.refs, q_uv, q_xyz, samples, ev, memo)
         if found.weak and query.more_refs:
             # weak evidence from the best few references (a wide baseline: the nearest keyframes see the place
             # obliquely): the next candidates may see it better. Synthetic wide-baseline scenes: 5 references from
             # the start gained as much on the weak queries but moved confident ones and cost every query (README)
-            wider = self._search(query, list(query.refs) + list(query.more_refs), q_uv, q_xyz, samples, ev)
+            wider = self._search(query, list(query.refs) + list(query.more_refs), q_uv, q_xyz, samples, ev, memo)
             if wider.key >= found.key:
                 found = wider
         ev.keyframe_ids = list(found.refs)
@@ -142,20 +143,27 @@ class FeaturePnP:
                 ev.dense_consistency, ev.dense_judged, ev.dense_samples = chk.consistency, chk.judged, chk.samples
                 ev.dense_photometric = chk.photometric
 
-    def _search(self, query: Query, refs: list[int], q_uv, q_xyz, samples, ev) -> "_Found":
-        """The best hypothesis and its evidence from these references (see infer)."""
+    def _search(self, query: Query, refs: list[int], q_uv, q_xyz, samples, ev, memo: dict) -> "_Found":
+        """The best hypothesis and its evidence from these references (see infer). memo carries what a second
+        search on more references need not do again: each keyframe's global matches, which keyframes' own
+        hypotheses were tried, the guided re-solves (_guide)."""
         c = self.conf
         frame, feats, gdesc = query.frame, query.features, query.global_descriptor
         intr = frame.intrinsics
         pinhole = ev.intrinsics
         size = (intr.width, intr.height)
-        pooled = [keyframe_matches(self.matcher, feats, size, gdesc, self.map.keyframes[k]) for k in refs]
+        for k in refs:
+            if ("matches", k) not in memo:
+                memo["matches", k] = keyframe_matches(self.matcher, feats, size, gdesc, self.map.keyframes[k])
+        pooled = [memo["matches", k] for k in refs]
+        merged = False  # whether the fallback matcher's matches were added to the pooled ones
         qi, X, w = self._lift_matches(pooled, refs)
         with_depth = [(k, keyframe_depth_view(self.map.keyframes[k])) for k in refs] if samples is not None else []
         refs_with_depth = [k for k, v in with_depth if v is not None]
         views = [v for _, v in with_depth if v is not None]
         # built on first use: the common, confident query never guides
         guide_set = functools.cache(lambda: self._guide_set(refs, gdesc))
+        guide = functools.partial(self._guide, q_uv, q_xyz, feats, pinhole, guide_set, memo=memo)
 
         def judged(result):
             """(result, dense check or None, global-match support): the evidence the solver will weigh."""
@@ -182,26 +190,33 @@ class FeaturePnP:
         # case costs the least
         confident = T0 is not None and plain[2] >= c["guide_below"] and not weak(plain)
         # without a first hypothesis there is nothing to guide (_guide would only search for it again)
-        best = plain if confident or T0 is None else judged(self._guide(q_uv, q_xyz, feats, pinhole, guide_set, qi, X, w,
-                                                                          T0))
+        best = plain if confident or T0 is None else judged(guide(qi, X, w, T0))
         if weak(best) and self._fallback is not None:
             ev.fallback = True
             extra = [self._fallback_matches(feats, gdesc, self.map.keyframes[k], intr)
                      for k in refs[: int(c["fallback_references"])]]
             pooled = [(np.concatenate([a[0], b[0]]), np.r_[a[1], b[1]]) for a, b in zip(pooled, extra)] \
                 + pooled[len(extra):]
+            merged = True
             qi, X, w = self._lift_matches(pooled, refs)
-            best = better(judged(self._guide(q_uv, q_xyz, feats, pinhole, guide_set, qi, X, w)), best)
+            best = better(judged(guide(qi, X, w)), best)
         if weak(best) and c["guided_matching"] and len(refs) > 1:
             # an aliased structure can outvote the right pose in the pooled matches: each reference's own
             # hypothesis, guided over all references, competes on the same evidence
-            for k, per_ref in zip(refs, pooled):
+            for i, (k, per_ref) in enumerate(zip(refs, pooled)):
+                # a keyframe's own hypothesis is tried once per query: the second search, on more references, tries
+                # only the new ones' (trying the first ones' again changed no answer on the hard benchmark and cost
+                # refused queries 25 % of their time: README)
+                own = ("own hypothesis", k, merged and i < int(c["fallback_references"]))
+                if own in memo:
+                    continue
+                memo[own] = True
                 rq, rX, _ = self._lift_matches([per_ref], [k])
                 if len(rq) < 6:
                     continue
                 T0 = self._first_hypothesis(q_uv[rq], rX, None if q_xyz is None else q_xyz[rq], pinhole)
                 if T0 is not None:
-                    best = better(judged(self._guide(q_uv, q_xyz, feats, pinhole, guide_set, qi, X, w, T0)), best)
+                    best = better(judged(guide(qi, X, w, T0)), best)
         if not confident and views and best[0][0] is not None and c["icp_recheck_m"] > 0:
             # the query's surfaces pull a pose that keypoints placed 10-70 cm off (repetitive texture, near-miss
             # guided matches) back onto the keyframes' surfaces: when ICP moves it that far, or the depth disagrees,
@@ -211,7 +226,7 @@ class FeaturePnP:
             if T_icp is not None:
                 moved = np.linalg.norm(T_icp[:3, 3] - best[0][0][:3, 3])
                 if moved > c["icp_recheck_m"] or weak(best):
-                    best = better(judged(self._guide(q_uv, q_xyz, feats, pinhole, guide_set, qi, X, w, T_icp)), best)
+                    best = better(judged(guide(qi, X, w, T_icp)), best)
         return _Found(best, pooled, list(refs), views, weak(best), key(best))
 
     def _lift_matches(self, per_ref, refs):
@@ -237,10 +252,13 @@ class FeaturePnP:
         return (np.concatenate([kf.points3d[sub] for kf, sub in subs]),
                 np.concatenate([kf.features.descriptors[sub] for kf, sub in subs]))
 
-    def _guide(self, q_uv, q_xyz, feats, pinhole, guide_set, qi, X, w, T=None):
+    def _guide(self, q_uv, q_xyz, feats, pinhole, guide_set, qi, X, w, T=None, memo=None):
         """-> (hypothesis or None, query indices, map points, weights, independence flags): the global matches
         plus, when a first hypothesis exists (given, or found from the global matches), the guided matches of its
-        last refinement."""
+        last refinement. memo keeps each guided re-solve by its correspondences: different starting poses often
+        reach the same guided matches, and a second search on more references meets them again (the same
+        correspondences and seed give the same pose: a copy, not an approximation)."""
+        memo = {} if memo is None else memo
         c = self.conf
         if T is None and c["guided_matching"] and len(qi) >= 6:
             T = self._first_hypothesis(q_uv[qi], X, None if q_xyz is None else q_xyz[qi], pinhole)
@@ -249,7 +267,9 @@ class FeaturePnP:
             return T, qi, X, w, independent
         # every retrieved keyframe's 3D points at once (one window search), projected with the hypothesis
         ref_X, ref_D = guide_set()
-        tree = cKDTree(q_uv)
+        if "query tree" not in memo:
+            memo["query tree"] = cKDTree(q_uv)
+        tree = memo["query tree"]
         scale = pinhole.width / 640.0
         gq = np.zeros(0, int)
         for radius in (c["guided_radius"] * scale, 0.5 * c["guided_radius"] * scale):
@@ -258,8 +278,11 @@ class FeaturePnP:
             if len(m) < 6:
                 break
             # guided matches mostly fit: RANSAC ends after a few samples, local optimisation does the work
-            res = solve_pnp_ransac(q_uv[m[:, 0]], ref_X[m[:, 1]], pinhole, max(2.0, 0.5 * radius), 200,
-                                   min_iterations=5)
+            uv_m, X_m = q_uv[m[:, 0]], ref_X[m[:, 1]]
+            key = ("guided", radius, uv_m.tobytes(), X_m.tobytes())
+            if key not in memo:
+                memo[key] = solve_pnp_ransac(uv_m, X_m, pinhole, max(2.0, 0.5 * radius), 200, min_iterations=5)
+            res = memo[key]
             if res.T_map_cam is None:
                 break
             T, gq, gX, gw = res.T_map_cam, m[:, 0], ref_X[m[:, 1]].astype(np.float32), sim
