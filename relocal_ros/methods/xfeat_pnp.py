@@ -62,6 +62,22 @@ SETTINGS = MATCHING_SETTINGS + (
 
 
 @dataclasses.dataclass
+class _QueryWork:
+    """What the searches of one query share, so that a second search on more references does not redo it: each
+    keyframe's global matches, the keyframes whose own hypothesis was tried, the guided re-solves by their
+    correspondences (the same correspondences and seed give the same pose: a copy, not an approximation), and the
+    query keypoints' KD-tree."""
+    q_uv: np.ndarray
+    matches: dict = dataclasses.field(default_factory=dict)
+    tried: set = dataclasses.field(default_factory=set)
+    solves: dict = dataclasses.field(default_factory=dict)
+
+    @functools.cached_property
+    def tree(self) -> cKDTree:
+        return cKDTree(self.q_uv)
+
+
+@dataclasses.dataclass
 class _Found:
     """What one search over a set of references found: the best (result, dense check, support) and its context."""
     best: tuple
@@ -110,13 +126,13 @@ class FeaturePnP:
             else None
         # the query's depth samples for the dense check: drawn once, whatever the references
         samples = sample_query_points(frame.depth, intr, rgb=frame.rgb) if q_xyz is not None else None
-        memo = {}  # what both searches share (_search)
-        found = self._search(query, query.refs, q_uv, q_xyz, samples, ev, memo)
+        work = _QueryWork(q_uv)
+        found = self._search(query, query.refs, q_uv, q_xyz, samples, ev, work)
         if found.weak and query.more_refs:
             # weak evidence from the best few references (a wide baseline: the nearest keyframes see the place
             # obliquely): the next candidates may see it better. Synthetic wide-baseline scenes: 5 references from
             # the start gained as much on the weak queries but moved confident ones and cost every query (README)
-            wider = self._search(query, list(query.refs) + list(query.more_refs), q_uv, q_xyz, samples, ev, memo)
+            wider = self._search(query, list(query.refs) + list(query.more_refs), q_uv, q_xyz, samples, ev, work)
             if wider.key >= found.key:
                 found = wider
         ev.keyframe_ids = list(found.refs)
@@ -143,19 +159,17 @@ class FeaturePnP:
                 ev.dense_consistency, ev.dense_judged, ev.dense_samples = chk.consistency, chk.judged, chk.samples
                 ev.dense_photometric = chk.photometric
 
-    def _search(self, query: Query, refs: list[int], q_uv, q_xyz, samples, ev, memo: dict) -> "_Found":
-        """The best hypothesis and its evidence from these references (see infer). memo carries what a second
-        search on more references need not do again: each keyframe's global matches, which keyframes' own
-        hypotheses were tried, the guided re-solves (_guide)."""
+    def _search(self, query: Query, refs: list[int], q_uv, q_xyz, samples, ev, work: _QueryWork) -> "_Found":
+        """The best hypothesis and its evidence from these references (see infer)."""
         c = self.conf
         frame, feats, gdesc = query.frame, query.features, query.global_descriptor
         intr = frame.intrinsics
         pinhole = ev.intrinsics
         size = (intr.width, intr.height)
         for k in refs:
-            if ("matches", k) not in memo:
-                memo["matches", k] = keyframe_matches(self.matcher, feats, size, gdesc, self.map.keyframes[k])
-        pooled = [memo["matches", k] for k in refs]
+            if k not in work.matches:
+                work.matches[k] = keyframe_matches(self.matcher, feats, size, gdesc, self.map.keyframes[k])
+        pooled = [work.matches[k] for k in refs]
         merged = False  # whether the fallback matcher's matches were added to the pooled ones
         qi, X, w = self._lift_matches(pooled, refs)
         with_depth = [(k, keyframe_depth_view(self.map.keyframes[k])) for k in refs] if samples is not None else []
@@ -163,7 +177,7 @@ class FeaturePnP:
         views = [v for _, v in with_depth if v is not None]
         # built on first use: the common, confident query never guides
         guide_set = functools.cache(lambda: self._guide_set(refs, gdesc))
-        guide = functools.partial(self._guide, q_uv, q_xyz, feats, pinhole, guide_set, memo=memo)
+        guide = functools.partial(self._guide, q_uv, q_xyz, feats, pinhole, guide_set, work)
 
         def judged(result):
             """(result, dense check or None, global-match support): the evidence the solver will weigh."""
@@ -207,10 +221,10 @@ class FeaturePnP:
                 # a keyframe's own hypothesis is tried once per query: the second search, on more references, tries
                 # only the new ones' (trying the first ones' again changed no answer on the hard benchmark and cost
                 # refused queries 25 % of their time: README)
-                own = ("own hypothesis", k, merged and i < int(c["fallback_references"]))
-                if own in memo:
+                own = (k, merged and i < int(c["fallback_references"]))
+                if own in work.tried:
                     continue
-                memo[own] = True
+                work.tried.add(own)
                 rq, rX, _ = self._lift_matches([per_ref], [k])
                 if len(rq) < 6:
                     continue
@@ -252,13 +266,11 @@ class FeaturePnP:
         return (np.concatenate([kf.points3d[sub] for kf, sub in subs]),
                 np.concatenate([kf.features.descriptors[sub] for kf, sub in subs]))
 
-    def _guide(self, q_uv, q_xyz, feats, pinhole, guide_set, qi, X, w, T=None, memo=None):
+    def _guide(self, q_uv, q_xyz, feats, pinhole, guide_set, work: _QueryWork, qi, X, w, T=None):
         """-> (hypothesis or None, query indices, map points, weights, independence flags): the global matches
         plus, when a first hypothesis exists (given, or found from the global matches), the guided matches of its
-        last refinement. memo keeps each guided re-solve by its correspondences: different starting poses often
-        reach the same guided matches, and a second search on more references meets them again (the same
-        correspondences and seed give the same pose: a copy, not an approximation)."""
-        memo = {} if memo is None else memo
+        last refinement. Its re-solves are kept in `work`: different starting poses often reach the same guided
+        matches, and a second search on more references meets them again."""
         c = self.conf
         if T is None and c["guided_matching"] and len(qi) >= 6:
             T = self._first_hypothesis(q_uv[qi], X, None if q_xyz is None else q_xyz[qi], pinhole)
@@ -267,9 +279,7 @@ class FeaturePnP:
             return T, qi, X, w, independent
         # every retrieved keyframe's 3D points at once (one window search), projected with the hypothesis
         ref_X, ref_D = guide_set()
-        if "query tree" not in memo:
-            memo["query tree"] = cKDTree(q_uv)
-        tree = memo["query tree"]
+        tree = work.tree
         scale = pinhole.width / 640.0
         gq = np.zeros(0, int)
         for radius in (c["guided_radius"] * scale, 0.5 * c["guided_radius"] * scale):
@@ -279,13 +289,14 @@ class FeaturePnP:
                 break
             # guided matches mostly fit: RANSAC ends after a few samples, local optimisation does the work
             uv_m, X_m = q_uv[m[:, 0]], ref_X[m[:, 1]]
-            key = ("guided", radius, uv_m.tobytes(), X_m.tobytes())
-            if key not in memo:
-                memo[key] = solve_pnp_ransac(uv_m, X_m, pinhole, max(2.0, 0.5 * radius), 200, min_iterations=5)
-            res = memo[key]
+            key = (radius, uv_m.tobytes(), X_m.tobytes())
+            if key not in work.solves:
+                work.solves[key] = solve_pnp_ransac(uv_m, X_m, pinhole, max(2.0, 0.5 * radius), 200,
+                                                    min_iterations=5)
+            res = work.solves[key]
             if res.T_map_cam is None:
                 break
-            T, gq, gX, gw = res.T_map_cam, m[:, 0], ref_X[m[:, 1]].astype(np.float32), sim
+            T, gq, gX, gw = res.T_map_cam, m[:, 0], X_m.astype(np.float32), sim
         if len(gq) > c["guided_max_matches"]:  # the solver's RANSAC cost grows with them; the best ones carry it
             keep = np.argsort(-gw, kind="stable")[: int(c["guided_max_matches"])]
             gq, gX, gw = gq[keep], gX[keep], gw[keep]
