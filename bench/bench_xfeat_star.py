@@ -32,17 +32,19 @@ from relocal_ros.solver.pnp import solve_pnp_ransac  # noqa: E402
 SCENES = {"fr1_rpy": "tum_rgbd/rgbd_dataset_freiburg1_rpy", "sun3d-frag1": "sun3d_3dmatch_sample/studyroom"}
 
 
-def pairs(source, first: int, last: int, map_share: float = 0.6):
-    """(query index, nearest map-frame index) over frames [first, last) of the source."""
-    n = last - first
-    split = first + int(round(map_share * n))
-    poses = {i: source[i].pose for i in range(first, last)}
+def pairs(frame, first: int, last: int, map_share: float = 0.6):
+    """(query index, nearest map-frame index) over frames [first, last); frame(i) gives a frame."""
+    split = first + int(round(map_share * (last - first)))
+    poses = {i: frame(i).pose for i in range(first, last)}
     posed = [i for i in range(first, split) if poses[i] is not None]
+
+    def distance(j, q):
+        dt, dr = pose_error(poses[j], poses[q])
+        return dt / 0.3 + dr / 20.0
     for q in range(split, last):
         if poses[q] is None:  # frames before the ground truth starts
             continue
-        k = min(posed, key=lambda j: pose_error(poses[j], poses[q])[0] / 0.3 + pose_error(poses[j], poses[q])[1] / 20.0)
-        yield q, k
+        yield q, min(posed, key=lambda j: distance(j, q))
 
 
 class Sparse:
@@ -131,13 +133,13 @@ def main():
         src = open_source(folder)
         # SUN3D: fragment 1 only (frames 0-49): the two fragments are different recordings
         last = 50 if scene.startswith("sun3d") else len(src)
-        plist = list(pairs(src, 0, last))
         frames = {}
 
-        def frame(i):
+        def frame(i):  # each image decoded once, for the pairing and for every matcher
             if i not in frames:
                 frames[i] = src[i]
             return frames[i]
+        plist = list(pairs(frame, 0, last))
         for name, match in matchers.items():
             errs, counts, t_ext, t_match = [], [], [], []
             for q, k in plist:

@@ -127,12 +127,12 @@ class FeaturePnP:
         # the query's depth samples for the dense check: drawn once, whatever the references
         samples = sample_query_points(frame.depth, intr, rgb=frame.rgb) if q_xyz is not None else None
         work = _QueryWork(q_uv)
-        found = self._search(query, query.refs, q_uv, q_xyz, samples, ev, work)
+        found = self._search(query, query.refs, q_xyz, samples, ev, work)
         if found.weak and query.more_refs:
             # weak evidence from the best few references (a wide baseline: the nearest keyframes see the place
             # obliquely): the next candidates may see it better. Synthetic wide-baseline scenes: 5 references from
             # the start gained as much on the weak queries but moved confident ones and cost every query (README)
-            wider = self._search(query, list(query.refs) + list(query.more_refs), q_uv, q_xyz, samples, ev, work)
+            wider = self._search(query, list(query.refs) + list(query.more_refs), q_xyz, samples, ev, work)
             if wider.key >= found.key:
                 found = wider
         ev.keyframe_ids = list(found.refs)
@@ -159,9 +159,10 @@ class FeaturePnP:
                 ev.dense_consistency, ev.dense_judged, ev.dense_samples = chk.consistency, chk.judged, chk.samples
                 ev.dense_photometric = chk.photometric
 
-    def _search(self, query: Query, refs: list[int], q_uv, q_xyz, samples, ev, work: _QueryWork) -> "_Found":
+    def _search(self, query: Query, refs: list[int], q_xyz, samples, ev, work: _QueryWork) -> "_Found":
         """The best hypothesis and its evidence from these references (see infer)."""
         c = self.conf
+        q_uv = work.q_uv
         frame, feats, gdesc = query.frame, query.features, query.global_descriptor
         intr = frame.intrinsics
         pinhole = ev.intrinsics
@@ -177,7 +178,7 @@ class FeaturePnP:
         views = [v for _, v in with_depth if v is not None]
         # built on first use: the common, confident query never guides
         guide_set = functools.cache(lambda: self._guide_set(refs, gdesc))
-        guide = functools.partial(self._guide, q_uv, q_xyz, feats, pinhole, guide_set, work)
+        guide = functools.partial(self._guide, q_xyz, feats, pinhole, guide_set, work)
 
         def judged(result):
             """(result, dense check or None, global-match support): the evidence the solver will weigh."""
@@ -266,12 +267,13 @@ class FeaturePnP:
         return (np.concatenate([kf.points3d[sub] for kf, sub in subs]),
                 np.concatenate([kf.features.descriptors[sub] for kf, sub in subs]))
 
-    def _guide(self, q_uv, q_xyz, feats, pinhole, guide_set, work: _QueryWork, qi, X, w, T=None):
+    def _guide(self, q_xyz, feats, pinhole, guide_set, work: _QueryWork, qi, X, w, T=None):
         """-> (hypothesis or None, query indices, map points, weights, independence flags): the global matches
         plus, when a first hypothesis exists (given, or found from the global matches), the guided matches of its
         last refinement. Its re-solves are kept in `work`: different starting poses often reach the same guided
         matches, and a second search on more references meets them again."""
         c = self.conf
+        q_uv = work.q_uv
         if T is None and c["guided_matching"] and len(qi) >= 6:
             T = self._first_hypothesis(q_uv[qi], X, None if q_xyz is None else q_xyz[qi], pinhole)
         independent = np.ones(len(qi), bool)
