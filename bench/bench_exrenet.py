@@ -45,7 +45,10 @@ def sift_five_point(img_r: np.ndarray, img_q: np.ndarray, K: np.ndarray, sift=No
         return None
     p1 = np.float64([k1[x.queryIdx].pt for x in good])
     p2 = np.float64([k2[x.trainIdx].pt for x in good])
-    E, mask = cv2.findEssentialMat(p1, p2, K, method=cv2.RANSAC, prob=0.999, threshold=1.0)
+    try:
+        E, mask = cv2.findEssentialMat(p1, p2, K, method=cv2.RANSAC, prob=0.999, threshold=1.0)
+    except cv2.error:  # OpenCV 5 asserts on degenerate sets (zero parallax, collinear points): a failure here
+        return None
     if E is None or E.shape != (3, 3):
         return None
     _, R, t, _ = cv2.recoverPose(E, p1, p2, K, mask=mask)

@@ -57,6 +57,9 @@ class QueryEvidence:
     # photometric_agreement judge it): the solver scores and publishes it instead of searching again (RGB-D scene
     # coordinates: Kabsch + ICP, which no PnP over the cells reproduces; soft-inlier PnP: no second identical search)
     checked_pose: np.ndarray | None = None   # 4x4 camera-to-map, or None
+    # the method left the query's depth unused this time (SANet with one reference keyframe): the engine checks its
+    # evidence against that depth as it does a depth-blind method's
+    depth_unused: bool = False
 
 
 @dataclass

@@ -121,9 +121,10 @@ class InferenceEngine:
             query.refs, query.more_refs = chosen[:n], chosen[n:]  # the greedy rule: the first n are its choice of n
             ev.keyframe_ids = list(query.refs)
         self.method.infer(query, ev)
-        if not ev.refusal and (depth is None or not self.method.uses_depth):
-            # a method blind to the query's depth is checked against it all the same, and any method's evidence on
-            # an RGB-only query against the keyframes' brightness: never confidently wrong
+        if not ev.refusal and (depth is None or not self.method.uses_depth or ev.depth_unused):
+            # a method blind to the query's depth (or that left it unused this time) is checked against it all the
+            # same, and any method's evidence on an RGB-only query against the keyframes' brightness: never
+            # confidently wrong
             traits = self.method.solver
             verify_evidence(ev, depth, frame.rgb, self.map, self._viewpoints,
                             max(4.0 * intr.width / 640.0, traits.reproj_frac * intr.width),

@@ -310,3 +310,24 @@ def test_synthetic_training_runs_on_the_chosen_device_and_resumes(tmp_path):
     assert second["iteration"] > first["iteration"] and second["pairs_seen"] > first["pairs_seen"]
     model, info = load_exrenet(tmp_path / "best.pt")
     assert info["iteration"] > 0 and next(model.parameters()).device.type == "cpu"
+
+
+@pytest.mark.slow
+def test_synthetic_training_starts_from_given_weights(tmp_path):
+    """--init: a run with no checkpoint of its own starts from the given weights (a lent GPU continues the shipped
+    network instead of starting over); a checkpoint, once there, wins over them."""
+    from relocal_ros.networks.exrenet.train import train
+    shipped = load_exrenet("models/exrenet_synthetic.pt")[0].state_dict()
+    kw = dict(batch=2, producers=0, val_pairs=2, progress=False, threads=1, device="cpu")
+    train(tmp_path, 0.0, init="models/exrenet_synthetic.pt", **kw)
+    start = torch.load(tmp_path / "last.pt", weights_only=True)["model"]
+    assert start.keys() == shipped.keys()
+    assert all(torch.equal(start[k], shipped[k]) for k in shipped)
+    fresh = train(tmp_path / "fresh", 0.0, **kw)  # without --init: a new network
+    assert fresh["iteration"] == 0
+    other = torch.load(tmp_path / "fresh" / "last.pt", weights_only=True)["model"]
+    assert not all(torch.equal(other[k], shipped[k]) for k in shipped)
+    (tmp_path / "last.pt").write_bytes((tmp_path / "fresh" / "last.pt").read_bytes())
+    train(tmp_path, 0.0, init="models/exrenet_synthetic.pt", **kw)  # resumes: the checkpoint, not --init
+    again = torch.load(tmp_path / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(again[k], other[k]) for k in other)

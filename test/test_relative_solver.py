@@ -110,3 +110,18 @@ def test_two_view_relative_pose_and_depth_scale_from_exact_matches():
     # too few matches: no hypothesis, never a guess
     assert relative_pose_hypothesis(7, T_map_kf, project(T_map_kf)[:8], intr, X_known[:8],
                                     project(T_map_q)[:8], intr)[0] is None
+
+
+def test_two_view_gives_no_hypothesis_for_degenerate_matches():
+    """A query taken where its keyframe was (zero parallax: OpenCV 5's five-point solver asserts on it): no
+    hypothesis, never an exception out of the solver."""
+    from relocal_ros.geometry.camera import Intrinsics
+    from relocal_ros.solver.two_view import relative_pose_hypothesis
+    intr = Intrinsics(525.0, 525.0, 319.5, 239.5, 640, 480)
+    uv = rng.uniform([0, 0], [640, 480], (60, 2))
+    X = np.column_stack([rng.uniform(-1, 1, (60, 2)), rng.uniform(1, 3, 60)])
+    assert relative_pose_hypothesis(0, np.eye(4), uv, intr, X, uv.copy(), intr) == (None, 0)
+    # matches on one image row (the five-point solver asserted on this set too): an answer or none, no exception
+    kf_line = np.column_stack([np.linspace(57, 582, 60), np.full(60, 239.5)])
+    h, n = relative_pose_hypothesis(0, np.eye(4), kf_line, intr, X, kf_line + [52.5, 0.0], intr)
+    assert (h is None) == (n < 15)

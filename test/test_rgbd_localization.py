@@ -116,18 +116,21 @@ def test_dense_verification_accepts_true_pose_and_rejects_a_20cm_shift(sun3d):
         assert dense_consistency(turned, pts, [_view(kf)]).consistency < true.consistency - 0.15
 
 
-def _single_keyframe_map(frame):
+def _single_keyframe_map(frame, *more):
+    """A map of these frames as keyframes (one unless more are given)."""
     from relocal_ros.mapping.builder import build_map
+    frames = [frame, *more]
 
-    class One:
+    class Frames:
         intrinsics = frame.intrinsics
 
         def __len__(self):
-            return 1
+            return len(frames)
 
         def __getitem__(self, i):
-            return frame
-    return build_map(One(), {}, progress=False)
+            return frames[i]
+    return build_map(Frames(), {"min_translation": 0.0, "min_rotation_deg": 0.0},
+                     progress=False)
 
 
 def test_guided_matching_raises_inliers_on_a_real_wide_baseline_pair(sun3d):
@@ -470,12 +473,15 @@ def test_the_engine_checks_the_pose_the_solver_publishes(sun3d, monkeypatch):
     """A soft-inlier method's (SANet's) pose is checked once, and the solver publishes that very pose: with the
     query's depth the RGB-D mode's pose (checked against the depth), on an RGB-only query the soft-inlier PnP pose
     (checked against the keyframes' brightness), which the solver no longer searches for a second time. (A plain
-    RANSAC pose of the same correspondences was up to 10 cm / 6 deg from the published one on fr1_rpy.)"""
+    RANSAC pose of the same correspondences was up to 10 cm / 6 deg from the published one on fr1_rpy.) With a single
+    reference keyframe SANet leaves the depth unused (its one view would be both the scene and the only check): the
+    soft-inlier PnP pose, checked against the query's depth by the engine."""
     import dataclasses
 
     from relocal_ros import pipeline
     from relocal_ros.solver import rgbd_scene_coordinates, verification
-    kmap = _single_keyframe_map(sun3d[10])
+    kmap = _single_keyframe_map(sun3d[10], sun3d[20])
+    assert len(kmap.keyframes) == 2
     checked, searches = [], []
     real_dense, real_photo, real_soft = (verification.dense_consistency, verification.photometric_agreement,
                                         verification.solve_pnp_soft_inlier)
@@ -507,6 +513,15 @@ def test_the_engine_checks_the_pose_the_solver_publishes(sun3d, monkeypatch):
             assert est.candidate is not None and any(np.allclose(T, est.candidate, atol=1e-9) for T in checked)
             assert len(searches) == (0 if frame.depth is not None else 1)   # the solver searched no second time
             assert est.scores["hypothesis"] == ("checked_rgbd" if frame.depth is not None else "checked")
+            assert not ev.depth_unused
+    engine = pipeline.InferenceEngine(_single_keyframe_map(sun3d[10]), {"method": "sanet"})
+    searches.clear()
+    ev = engine.infer(sun3d[30])
+    assert ev.depth_unused and len(ev.query_points) == 0 and ev.keyframe_ids == [0]
+    assert not ev.refusal and ev.checked_pose is not None and ev.dense_samples > 0   # the engine's depth check
+    est = solver.solve(ev)
+    assert len(searches) == 1 and est.scores["hypothesis"] == "checked"
+    assert np.array_equal(est.candidate, ev.checked_pose)
 
 
 def test_scene_coordinates_with_the_query_depth_give_a_pose_pnp_cannot(sun3d):

@@ -3,6 +3,7 @@ coordinates beat the mean-scene-point baseline by a clear margin, keyframe pyram
 query), keyframes without depth give a clear refusal, and the ONNX parts agree with torch."""
 from __future__ import annotations
 
+import json
 import shutil
 import time
 
@@ -317,3 +318,35 @@ def test_a_map_too_small_to_fine_tune_is_left_as_it_was(ft_map, tmp_path):
         exrenet_finetune.train_scene(tmp_path / "map", budget_s=30, resume=False, progress=False)
     assert not (tmp_path / "map" / "sanet").exists() and not (tmp_path / "map" / "exrenet").exists()
     assert "has no fine-tuned weights" in finetune.map_weights(KeyframeMap.load(tmp_path / "map"))[1]
+
+
+@pytest.mark.slow
+def test_synthetic_training_data_rendered_in_parallel_then_batched_ahead(tmp_path):
+    """scripts/train_sanet.py as a lent GPU machine runs it: --generate --workers renders shards in parallel
+    processes (named by their seeds, kept when there, none started after the budget), then training draws its
+    batches from DataLoader workers (--loader-workers) and writes the best validation weights. Here on the CPU."""
+    from relocal_ros.networks.sanet.train import ClusterData, generate, train
+    data = tmp_path / "data"
+    written = generate(data, train_seeds=2, val_seeds=1, workers=2, shard_size=1)
+    names = sorted(p.name for p in data.glob("*.npz"))
+    assert names == ["train_00000-00000.npz", "train_00001-00001.npz", "val_9000-9000.npz"]
+    assert sorted(written) == sorted(str(data / n) for n in names)
+    for name, seed in zip(names, (0, 1, 9000)):
+        with np.load(data / name, allow_pickle=False) as z:
+            assert set(np.unique(z["seed"])) == {seed} and z["f8"].shape[1:] == (64, 16, 20)
+    stamps = {p.name: p.stat().st_mtime_ns for p in data.glob("*.npz")}
+    assert generate(data, train_seeds=2, val_seeds=1, workers=2, shard_size=1) == []   # resumed: nothing missing
+    assert stamps == {p.name: p.stat().st_mtime_ns for p in data.glob("*.npz")}
+    # a spent budget starts no training shard; the validation shard is always made
+    assert [p.rsplit("/", 1)[1] for p in generate(tmp_path / "late", train_seeds=1, val_seeds=1, minutes=0.0)] \
+        == ["val_9000-9000.npz"]
+
+    best = train(data, tmp_path / "run", minutes=0.25, batch=2, val_every_s=1e9, progress=False, device="cpu",
+                 init="models/sanet_xfeat_synth.pt", loader_workers=1)
+    state = json.loads(torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["state"])
+    # validated after the first step and at the end; the better of the two is kept
+    assert state["step"] > 1 and [h["step"] for h in state["history"]] == [1, state["step"]]
+    assert best == min(state["history"], key=lambda h: h["median_error_m"]) and best["cells"] > 0
+    model, meta = sanet_model.load_weights(tmp_path / "run" / "sanet_best.pt")
+    assert meta["validation"]["step"] == best["step"]
+    assert len(ClusterData(sorted(data.glob("train_*.npz")))) > 0

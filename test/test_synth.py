@@ -71,6 +71,36 @@ def test_rasteriser_depth_matches_the_ray_caster(scene_renderer):
         assert np.abs(rgb.astype(int) - rgb_rc).mean() < 25
 
 
+def test_without_egl_the_generators_render_with_the_ray_caster(scene_renderer, monkeypatch, caplog):
+    """open_renderer (the training-data generators' renderer) gives the GL rasteriser where EGL works, and where no
+    EGL context can be made the ray caster behind the same interface, saying so once per process."""
+    from relocal_ros.data.synth import renderer as renderer_mod
+    from relocal_ros.data.synth.raycast import RaycastRenderer
+    from relocal_ros.data.synth.cameras import random_pose
+    scene, textures, _ = scene_renderer
+    monkeypatch.setattr(renderer_mod, "_egl_failed", None)
+    gl = renderer_mod.open_renderer(scene.boxes, textures, INTR, scene.light, scene.ambient, scene.intensity)
+    assert isinstance(gl, Renderer)
+    gl.release()
+
+    def no_egl(*_a, **_k):
+        raise Exception("eglGetDisplay failed")  # what glcontext raises without libEGL or a driver
+    monkeypatch.setattr(renderer_mod, "Renderer", no_egl)
+    with caplog.at_level("WARNING", logger=renderer_mod.__name__):
+        first = renderer_mod.open_renderer(scene.boxes, textures, INTR, scene.light, scene.ambient, scene.intensity)
+        second = renderer_mod.open_renderer(scene.boxes, textures, INTR, scene.light, scene.ambient, scene.intensity)
+    assert isinstance(first, RaycastRenderer) and isinstance(second, RaycastRenderer)
+    assert caplog.text.count("no EGL context") == 1 and "eglGetDisplay failed" in caplog.text
+    T = random_pose(scene, np.random.default_rng(4), INTR, dense=True)
+    rgb, depth = first.render(T)
+    assert rgb.shape == (120, 160, 3) and rgb.dtype == np.uint8 and depth.dtype == np.float32
+    np.testing.assert_array_equal(depth, raycast_depth(scene.boxes, T, INTR))
+    assert rgb.std() > 5  # textured and lit, not a blank frame
+    with pytest.raises(ValueError, match="4x4"):
+        first.render(np.eye(3))
+    first.release()
+
+
 def test_scene_coordinates_reproject_between_views(scene_renderer):
     scene, _, r = scene_renderer
     cx, cy = _centre(scene.rooms[0])

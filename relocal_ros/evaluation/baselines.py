@@ -38,7 +38,10 @@ class SiftFivePointBaseline:
         pq = undistort_points(feats.keypoints[m[:, 0]], frame.intrinsics).astype(np.float64)
         pk = undistort_points(kf.features.keypoints[m[:, 1]], kf.intrinsics).astype(np.float64)
         # both cameras share K here (same sensor for map and query)
-        E, mask = cv2.findEssentialMat(pk, pq, K, method=cv2.RANSAC, prob=0.999, threshold=1.0)
+        try:
+            E, mask = cv2.findEssentialMat(pk, pq, K, method=cv2.RANSAC, prob=0.999, threshold=1.0)
+        except cv2.error:  # OpenCV 5 asserts on degenerate sets (zero parallax, collinear points)
+            E = None
         if E is None or E.shape != (3, 3):
             est.reason = "no essential matrix"
             return est

@@ -26,7 +26,10 @@ def relative_pose_hypothesis(kf_id: int, T_map_kf: np.ndarray, uv_kf: np.ndarray
         return None, 0
     xk, xq = _normalised(uv_kf, intr_kf), _normalised(uv_q, intr_q)
     f = 0.5 * (intr_kf.fx + intr_q.fx)
-    E, mask = cv2.findEssentialMat(xk, xq, np.eye(3), method=cv2.RANSAC, prob=0.999, threshold=threshold_px / f)
+    try:
+        E, mask = cv2.findEssentialMat(xk, xq, np.eye(3), method=cv2.RANSAC, prob=0.999, threshold=threshold_px / f)
+    except cv2.error:  # OpenCV 5's five-point solver asserts on zero parallax (a query at its keyframe) or a line
+        return None, 0
     if E is None or E.shape != (3, 3):
         return None, 0
     n, R, t, mask = cv2.recoverPose(E, xk, xq, np.eye(3), mask=mask)

@@ -121,3 +121,23 @@ def raycast_render(boxes, textures: np.ndarray, T_world_cam: np.ndarray, intr: I
         rgb[hit] = albedo * (ambient + intensity * diffuse / (1.0 + 0.04 * d2))[:, None]
     rgb = np.clip(np.round(rgb * 255), 0, 255).astype(np.uint8).reshape(intr.height, intr.width, 3)
     return rgb, depth
+
+
+class RaycastRenderer:
+    """The rasteriser's interface (render, release) over the ray caster: the fallback where no EGL context can be
+    made (a container without libEGL, a lent machine whose driver refuses it). Same depth; nearest-texel colours."""
+
+    def __init__(self, boxes, textures: np.ndarray, intr: Intrinsics, light=(0, 0, 2.5), ambient: float = 0.55,
+                 intensity: float = 1.2):
+        self.boxes, self.textures, self.intr = boxes, textures, intr
+        self.light, self.ambient, self.intensity = light, ambient, intensity
+
+    def render(self, T_world_cam: np.ndarray, intr: Intrinsics | None = None) -> tuple[np.ndarray, np.ndarray]:
+        T_world_cam = np.asarray(T_world_cam, dtype=np.float64)
+        if T_world_cam.shape != (4, 4) or not np.all(np.isfinite(T_world_cam)):
+            raise ValueError("T_world_cam must be a finite 4x4 camera-to-world transform")
+        return raycast_render(self.boxes, self.textures, T_world_cam, intr or self.intr, self.light, self.ambient,
+                              self.intensity)
+
+    def release(self) -> None:
+        pass

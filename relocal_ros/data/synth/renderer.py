@@ -3,6 +3,8 @@ here, see ../shared/notes/rendering-on-cpu.md). Metric depth is the view-space z
 fragment shader, exact to float precision (no z-buffer linearisation)."""
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from relocal_ros.geometry.camera import Intrinsics
@@ -140,3 +142,23 @@ class Renderer:
 
     def release(self) -> None:
         self.ctx.release()
+
+
+_egl_failed: str | None = None  # why this process could not make an EGL context (asked once per process)
+
+
+def open_renderer(boxes, textures: np.ndarray, intr: Intrinsics, light=(0, 0, 2.5), ambient: float = 0.55,
+                  intensity: float = 1.2):
+    """The GL rasteriser, or the ray caster (raycast.RaycastRenderer, ~20x slower, nearest-texel colours) when this
+    process cannot make an EGL context; the fallback is logged once. For the data generators, which must run on
+    whatever machine renders them."""
+    global _egl_failed
+    if _egl_failed is None:
+        try:
+            return Renderer(boxes, textures, intr, light, ambient, intensity)
+        except Exception as exc:  # moderngl/glcontext raise plain Exceptions when libEGL or a driver is missing
+            _egl_failed = f"{type(exc).__name__}: {exc}"
+            logging.getLogger(__name__).warning("no EGL context (%s): rendering with the numpy ray caster",
+                                                _egl_failed)
+    from relocal_ros.data.synth.raycast import RaycastRenderer
+    return RaycastRenderer(boxes, textures, intr, light, ambient, intensity)

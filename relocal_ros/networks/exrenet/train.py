@@ -28,8 +28,8 @@ from relocal_ros.geometry.poses import invert
 from relocal_ros.io_utils import atomic_write_bytes
 from relocal_ros.networks.backends import model_device, pick_device
 from relocal_ros.networks.correlation import cell_matches, triplet_matching_loss
-from relocal_ros.networks.exrenet.model import (VIEW_SIZE, XFEAT_SIZE, ExReNet, canonical_intrinsics, pose_targets,
-                                                save_weights, split_outputs, xfeat_input)
+from relocal_ros.networks.exrenet.model import (VIEW_SIZE, XFEAT_SIZE, ExReNet, canonical_intrinsics, load_exrenet,
+                                                pose_targets, save_weights, split_outputs, xfeat_input)
 from relocal_ros.networks.layers import load_xfeat_backbone
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def _producer(args):
     torch.set_num_threads(1)
     from relocal_ros.data.synth import build_scene
     from relocal_ros.data.synth.pairs import sample_pair
-    from relocal_ros.data.synth.renderer import Renderer
+    from relocal_ros.data.synth.renderer import open_renderer
     xfeat = load_xfeat_backbone()
     intr = canonical_intrinsics()
     rng = np.random.default_rng([seed0, worker])
@@ -62,7 +62,7 @@ def _producer(args):
     while made < n_pairs:
         scene, textures = build_scene(seed0 + worker * 100000 + scene_i)
         scene_i += 1
-        renderer = Renderer(scene.boxes, textures, intr, scene.light, scene.ambient, scene.intensity)
+        renderer = open_renderer(scene.boxes, textures, intr, scene.light, scene.ambient, scene.intensity)
         try:
             for _ in range(min(48, n_pairs - made)):
                 p = sample_pair(scene, renderer, rng, "dense" if rng.random() < dense_share else "sparse")
@@ -257,10 +257,11 @@ def save_checkpoint(path: Path, model, optimizer, state: dict) -> None:
 
 def train(work_dir, minutes: float, batch: int = 16, lr: float = 3e-4, producers: int = 1,
           pairs_per_producer: int = 12000, val_pairs: int = 256, seed: int = 0, resume: bool = True,
-          progress: bool = True, threads: int = 1, device: str = "auto") -> dict:
+          progress: bool = True, threads: int = 1, device: str = "auto", init=None) -> dict:
     """Train for `minutes` of wall time (pair production runs beside it); resumable from WORK/last.pt. Writes
     WORK/best.pt (lowest validation rotation + direction error) and WORK/log.jsonl. device: auto (a GPU when torch
-    sees one), cpu or cuda; the checkpoints are the same either way."""
+    sees one), cpu or cuda; the checkpoints are the same either way. init: ExReNet weights to start from when WORK
+    has no checkpoint (e.g. the shipped models/exrenet_synthetic.pt)."""
     torch.set_num_threads(threads)
     dev = pick_device(device)
     # a terminated trainer must not leave its producers rendering: SIGTERM unwinds through the finally below
@@ -280,7 +281,10 @@ def train(work_dir, minutes: float, batch: int = 16, lr: float = 3e-4, producers
             train_dir.glob("chunk-*.npz"))) + 1))
     cache = PairCache(train_dir)
     cache.refresh()
-    model = ExReNet(load_xfeat_backbone()).to(dev)
+    model = ExReNet(load_xfeat_backbone())
+    if init is not None and not (resume and (work / "last.pt").is_file()):
+        model.load_state_dict(load_exrenet(init)[0].state_dict())
+    model.to(dev)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     state = {"iteration": 0, "pairs_seen": 0, "best": None, "seconds": 0.0, "device": str(dev)}
     last = work / "last.pt"
@@ -359,9 +363,10 @@ Runs for the given wall-clock time, resumes from WORK/last.pt, validates every 5
     p.add_argument("--threads", type=int, default=1, help="torch threads of the trainer (producers use one each)")
     p.add_argument("--no-resume", action="store_true")
     p.add_argument("--device", default="auto", help="auto (a GPU when torch sees one), cpu or cuda")
+    p.add_argument("--init", default=None, help="start from these ExReNet weights when WORK has no checkpoint")
     a = p.parse_args(argv)
     state = train(a.work, a.minutes, a.batch, a.lr, a.producers, seed=a.seed, resume=not a.no_resume,
-                  threads=a.threads, device=a.device)
+                  threads=a.threads, device=a.device, init=a.init)
     print(json.dumps(state, indent=1))
     return 0
 

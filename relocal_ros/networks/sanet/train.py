@@ -74,7 +74,7 @@ def generate_shard(seeds, out_path, clusters_per_scene: int = 6, frames_per_clus
     """Render the clusters of the given scene seeds and store backbone features + pooled coordinates (npz)."""
     from relocal_ros.data.synth import build_scene
     from relocal_ros.data.synth.cameras import scene_intrinsics
-    from relocal_ros.data.synth.renderer import Renderer
+    from relocal_ros.data.synth.renderer import open_renderer
     backbone = backbone or XFeatPyramid(load_xfeat_backbone()).eval()
     intr = scene_intrinsics(160, 120)
     keys = ("f32", "f16", "f8", "c32", "c16", "c8")
@@ -83,7 +83,7 @@ def generate_shard(seeds, out_path, clusters_per_scene: int = 6, frames_per_clus
     n_clusters = 0
     for seed in tqdm(list(seeds), desc=f"sanet data {Path(out_path).name}", disable=not progress):
         scene, textures = build_scene(int(seed))
-        renderer = Renderer(scene.boxes, textures, intr, scene.light, scene.ambient, scene.intensity)
+        renderer = open_renderer(scene.boxes, textures, intr, scene.light, scene.ambient, scene.intensity)
         rng = np.random.default_rng([int(seed), 77])
         try:
             for _ in range(clusters_per_scene):
@@ -118,6 +118,42 @@ def generate_shard(seeds, out_path, clusters_per_scene: int = 6, frames_per_clus
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     return atomic_write_bytes(out_path, buf.getvalue())
+
+
+def _shard_job(job) -> str | None:
+    """One shard in a pool worker (its own renderer and backbone); None when the generation budget ran out first."""
+    seeds, path, deadline = job
+    if deadline is not None and time.time() > deadline:
+        return None
+    torch.set_num_threads(1)
+    return str(generate_shard(seeds, path, progress=False))
+
+
+def generate(data_dir, train_seeds: int = 240, val_seeds: int = 12, workers: int = 1, minutes: float | None = None,
+             shard_size: int = 40) -> list[str]:
+    """Render the missing shards of data_dir: val_VAL0-VAL1.npz (seeds 9000..) and train_S0-S1.npz (seeds 0..N-1,
+    shard_size scenes each); shards already there are kept, so an interrupted generation resumes. workers > 1
+    renders shards in parallel processes (a lent GPU machine's 16 cores); minutes: no shard starts after this
+    wall-clock budget (the validation shard always does), so training can start on what exists. Returns the shards
+    written."""
+    from multiprocessing import get_context
+    data_dir = Path(data_dir)
+    deadline = None if minutes is None else time.time() + 60.0 * minutes
+    jobs = []
+    if not list(data_dir.glob("val_*.npz")):
+        last = VAL_SEED0 + val_seeds - 1
+        jobs.append((list(range(VAL_SEED0, last + 1)), data_dir / f"val_{VAL_SEED0}-{last}.npz", None))
+    for s in range(0, train_seeds, shard_size):
+        e = min(s + shard_size, train_seeds)
+        path = data_dir / f"train_{s:05d}-{e - 1:05d}.npz"
+        if not path.is_file():
+            jobs.append((list(range(s, e)), path, deadline))
+    if workers <= 1:
+        done = [_shard_job(j) for j in tqdm(jobs, desc="sanet shards")]
+    else:
+        with get_context("spawn").Pool(workers) as pool:  # spawn: each worker makes its own EGL context
+            done = list(tqdm(pool.imap_unordered(_shard_job, jobs), total=len(jobs), desc="sanet shards"))
+    return sorted(d for d in done if d)
 
 
 class ClusterData:
@@ -310,15 +346,29 @@ def compare_on_validation(data_dir, weight_files) -> dict:
 # ---------------------------------------------------------------------------------------------------------------
 # training loop
 # ---------------------------------------------------------------------------------------------------------------
+class _BatchStream(torch.utils.data.IterableDataset):
+    """Endless training batches (make_batch), each DataLoader worker with its own random stream: on a GPU the numpy
+    batch assembly, not the network, would otherwise set the pace."""
+
+    def __init__(self, data: ClusterData, batch: int, yaw_deg: float, seed: int, step: int):
+        self.data, self.batch, self.yaw_deg, self.seed, self.step = data, batch, yaw_deg, seed, step
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        rng = np.random.default_rng([self.seed, self.step, 1 + (info.id if info else 0)])
+        while True:
+            yield make_batch(self.data, sample_picks(self.data, self.batch, rng), self.yaw_deg, rng)[:4]
+
+
 def train(data_dir, out_dir, minutes: float = 30.0, resume: bool = False, batch: int = 8, lr: float = 5e-4,
           yaw_deg: float = 45.0, val_every_s: float = 180.0, seed: int = 0, weights_name: str = "sanet_best.pt",
           progress: bool = True, init=None, arch: dict | None = None, data: tuple | None = None,
-          val_per_cluster: int = 2, warmup_steps: int = 100, device: str = "auto") -> dict:
+          val_per_cluster: int = 2, warmup_steps: int = 100, device: str = "auto", loader_workers: int = 0) -> dict:
     """Train for `minutes` of wall clock (counting previous runs when resuming); returns the best validation.
     init: a SANet weight file to start from (when not resuming); arch: architecture options of Sanet; data:
     (training, validation) ClusterData already in memory instead of data_dir's shards; val_per_cluster: queries
     per validation cluster (validation_picks); warmup_steps: linear learning-rate warm-up; device: auto (a GPU when
-    torch sees one), cpu or cuda."""
+    torch sees one), cpu or cuda; loader_workers: processes assembling batches ahead (0: in this process)."""
     dev = pick_device(device)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -348,6 +398,11 @@ def train(data_dir, out_dir, minutes: float = 30.0, resume: bool = False, batch:
         opt.load_state_dict(ck["optimizer"])
         state = json.loads(ck["state"])
     rng = np.random.default_rng([seed, state["step"]])
+    stream = None
+    if loader_workers > 0:  # forked: the workers share the shards' arrays instead of copying them
+        stream = iter(torch.utils.data.DataLoader(_BatchStream(tr, batch, yaw_deg, seed, state["step"]), batch_size=None,
+                                                  num_workers=loader_workers, prefetch_factor=4,
+                                                  multiprocessing_context="fork"))
     budget = minutes * 60.0
     log_path = out_dir / "train_log.jsonl"
     start = time.time() - state["elapsed"]
@@ -379,7 +434,10 @@ def train(data_dir, out_dir, minutes: float = 30.0, resume: bool = False, batch:
         frac = (time.time() - start) / budget
         for g in opt.param_groups:  # cosine decay over the wall-clock budget, short warm-up
             g["lr"] = lr * min(1.0, (state["step"] + 1) / max(warmup_steps, 1)) * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
-        feats, xyz, valid, gt, _ = make_batch(tr, sample_picks(tr, batch, rng), yaw_deg, rng)
+        if stream is not None:
+            feats, xyz, valid, gt = next(stream)
+        else:
+            feats, xyz, valid, gt, _ = make_batch(tr, sample_picks(tr, batch, rng), yaw_deg, rng)
         feats, xyz, valid, gt = to_device((feats, xyz, valid, gt), dev)
         outs = forward_batch(model, feats, xyz, valid)
         loss, errs = loss_terms(outs, gt, model.arch["radii"])
@@ -414,14 +472,17 @@ def main(argv=None) -> int:
     """Train SANet (relocal_ros.networks.sanet) on synthetic scenes.
 
     python scripts/train_sanet.py --generate --data /tmp/sanet_data        # render + cache backbone features
+    python scripts/train_sanet.py --generate --data D --train-seeds 1200 --workers 15   # a lent GPU machine's cores
+    python scripts/train_sanet.py --data D --device cuda --batch 32 --loader-workers 6 ...  # its GPU (train_on_gpu.sh)
     python scripts/train_sanet.py --data /tmp/sanet_data --minutes 35 --out /tmp/sanet_run --global-k 0 [--resume]
     python scripts/train_sanet.py --data /tmp/sanet_data --minutes 35 --out /tmp/sanet_run2 \
         --init /tmp/sanet_run/sanet_best.pt --lr 3e-4 --global-k 8          # fine-tune with similarity candidates
     python scripts/train_sanet.py --data /tmp/sanet_data --evaluate W1.pt W2.pt   # vs baselines, same samples
     cp /tmp/sanet_run2/sanet_best.pt models/sanet_xfeat_synth.pt
 
---generate writes train_XXX.npz shards (scene seeds --train-seeds, 40 per shard) and val_000.npz (seeds 9000+);
-existing shards are kept, so an interrupted generation resumes. Training stops after --minutes of wall clock
+--generate writes train_S0-S1.npz shards (scene seeds 0..--train-seeds, --shard-size per shard) and
+val_9000-9011.npz; existing shards are kept, so an interrupted generation resumes (--workers N renders N shards at
+a time). Training stops after --minutes of wall clock
 (counting earlier runs with --resume), validating every --val-every seconds; the best validation weights are
 written to OUT/sanet_best.pt, the resumable state to OUT/checkpoint.pt, the validation log to OUT/train_log.jsonl.
 """
@@ -435,6 +496,12 @@ written to OUT/sanet_best.pt, the resumable state to OUT/checkpoint.pt, the vali
     p.add_argument("--generate", action="store_true", help="render the data shards (then exit)")
     p.add_argument("--train-seeds", type=int, default=240, help="number of training scenes (seeds 0..N-1)")
     p.add_argument("--val-seeds", type=int, default=12, help="number of validation scenes (seeds 9000..)")
+    p.add_argument("--workers", type=int, default=1, help="--generate: shards rendered in parallel processes")
+    p.add_argument("--generate-minutes", type=float, default=None,
+                   help="--generate: start no shard after this wall-clock budget (train on the shards that exist)")
+    p.add_argument("--shard-size", type=int, default=40, help="--generate: scenes per shard")
+    p.add_argument("--loader-workers", type=int, default=0,
+                   help="processes that assemble batches ahead of the trainer (a GPU otherwise waits on numpy)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--yaw-deg", type=float, default=45.0, help="rotation augmentation about the up axis (+-deg)")
@@ -453,17 +520,11 @@ written to OUT/sanet_best.pt, the resumable state to OUT/checkpoint.pt, the vali
         print(json.dumps(compare_on_validation(data, a.evaluate), indent=1))
         return 0
     if a.generate:
-        val = data / "val_000.npz"
-        if not val.is_file():
-            generate_shard(range(VAL_SEED0, VAL_SEED0 + a.val_seeds), val)
-        per = 40
-        for s in range(0, a.train_seeds, per):
-            shard = data / f"train_{s // per:03d}.npz"
-            if not shard.is_file():
-                generate_shard(range(s, min(s + per, a.train_seeds)), shard)
+        written = generate(data, a.train_seeds, a.val_seeds, a.workers, a.generate_minutes, a.shard_size)
+        print(f"{len(written)} shards written to {data}")
         return 0
     best = train(data, a.out, a.minutes, a.resume, a.batch, a.lr, a.yaw_deg, a.val_every, init=a.init,
-                 arch={"global_k": a.global_k}, device=a.device)
+                 arch={"global_k": a.global_k}, device=a.device, loader_workers=a.loader_workers)
     print(json.dumps(best, indent=1))
     return 0
 
