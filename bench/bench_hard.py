@@ -87,6 +87,8 @@ VARIANTS = {
     "relocal default, XFeat 640x480": ({"extractor_conf": {"width": 640, "height": 480}}, {}),
     "relocal default, XFeat 640x480, 2048 keypoints": (
         {"extractor_conf": {"width": 640, "height": 480, "max_keypoints": 2048}}, {}),
+    # the covariance without the image-wide pixel shift (same poses and decisions; coverage only)
+    "relocal default, covariance without the common pixel shift": ({}, {"solver": {"common_pixel_sigma": 0.0}}),
 }
 DEFAULT_METHODS = list(METHODS)
 METHODS.update(LEARNED)
@@ -239,7 +241,7 @@ def run_scene(scene, map_path, overrides, query_path, gt_track, correct, methods
             est = reloc.localize(f)
             lat.append(time.perf_counter() - t0)
             n += 1
-            rec = {"scene": scene, "method": mname, "stamp": f.stamp, "accepted": est.accepted,
+            rec = {"scene": scene, "method": mname, "stamp": f.stamp, "ms": 1000 * lat[-1], "accepted": est.accepted,
                    "reason": est.reason, "inliers": est.inliers, "inlier_ratio": est.inlier_ratio,
                    **{k: v for k, v in est.scores.items() if isinstance(v, (int, float, str))}}
             if est.accepted:
@@ -257,7 +259,8 @@ def run_scene(scene, map_path, overrides, query_path, gt_track, correct, methods
                         d3, d6 = mahalanobis_sq(est.T_map_cam, est.covariance, truth)
                         cov3.append(d3 < CHI2_95[3])
                         cov6.append(d6 < CHI2_95[6])
-                        rec.update(d3=d3, sigma_pos=float(np.sqrt(np.trace(est.covariance[:3, :3]))))
+                        rec.update(d3=d3, d6=d6, sigma_pos=float(np.sqrt(np.trace(est.covariance[:3, :3]))),
+                                   sigma_rot_deg=float(np.degrees(np.sqrt(np.trace(est.covariance[3:, 3:])))))
             elif est.accepted and gt_track is None and truth_src is None:
                 wrong += 1  # out-of-map: any answer is wrong
             if dump is not None:

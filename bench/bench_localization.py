@@ -45,6 +45,9 @@ METHODS = {
     "baseline SIFT+depth+PnP": ({"extractor": "sift", "rotations": [0.0]}, {"inference": SIFT_MNN}, "pnp"),
     "baseline XFeat+LighterGlue+depth+PnP": ({"extractor": "xfeat"}, {"inference": {**PEER, "matcher": "lighterglue"}},
                                              "pnp"),
+    # the covariance without the image-wide pixel shift (solver common_pixel_sigma; same poses and decisions)
+    "relocal default, covariance without the common pixel shift": ({"extractor": "xfeat"},
+                                                                    {"solver": {"common_pixel_sigma": 0.0}}, "pnp"),
     "relocal PnP with DSAC++ soft-inlier scoring": ({"extractor": "xfeat"}, {"solver": {"pnp_scoring": "soft_inlier"}}, "pnp"),
     # relative poses (essential matrix per retrieved keyframe, scale from its depth) combined three ways
     "relative: ExReNet triangulation+RANSAC": ({"extractor": "xfeat"}, {"inference": {

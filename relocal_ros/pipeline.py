@@ -230,7 +230,8 @@ class PoseSolver:
         # global and 163-249 guided inliers claimed sigma 4-7 cm)
         used = indep if c["covariance_points"] == "independent" else res.inliers
         cov = pose_covariance(res.T_map_cam, ev.image_points[used], ev.map_points[used],
-                              ev.intrinsics, sigma, map_m, map_deg, views=max(1, len(ev.keyframe_ids))) \
+                              ev.intrinsics, sigma, map_m, map_deg, views=max(1, len(ev.keyframe_ids)),
+                              common_pixel_sigma=c["common_pixel_sigma"] * ev.intrinsics.width / 640.0) \
             * traits.covariance_scale
         pos_std = float(np.sqrt(max(np.trace(cov[:3, :3]), 0.0)))
         if not np.isfinite(pos_std) or pos_std > c["max_position_std"]:

@@ -122,6 +122,9 @@ CORE: tuple[Setting, ...] = (
       range=(0, 1_000_000_000), nodes=(SOLVER,)),
     S("min_pixel_sigma", 1.0, "floor of the reprojection noise used for the covariance (px)", "solver",
       range=(0.01, 50.0), nodes=(SOLVER,)),
+    S("common_pixel_sigma", 0.25, "a shift shared by every keypoint (detector and calibration bias), which no number "
+      "of points averages out, in the covariance (px at 640 wide; 0: off)", "solver", range=(0.0, 50.0),
+      nodes=(SOLVER,)),
     S("map_sigma_m", 0.01, "error of the map's keyframe poses when the map does not state it (m): a real RGB-D "
       "sequence's poses (mocap/SLAM) are good to about 1 cm / 1 deg", "solver", range=(0.0, 10.0),
       nodes=(SOLVER,)),
