@@ -148,3 +148,67 @@ def test_tum_download_without_calibration_gets_its_cameras_calibration(tum_rpy, 
     assert open_source(plain).intrinsics == TUM_DEFAULT_INTRINSICS
     (src / "calibration.yaml").write_text((tum_rpy / "calibration.yaml").read_text())
     assert open_source(src).intrinsics == TUM_CAMERAS["freiburg1"]  # the yaml holds fr1's calibration
+
+
+def _tum_copy(tum_rpy, dest, n):
+    """The first n frames of fr1_rpy as a TUM folder of their own (files copied, so that they can be spoiled)."""
+    import shutil
+    dest.mkdir()
+    for name in ("calibration.yaml", "groundtruth.txt"):
+        shutil.copy(tum_rpy / name, dest / name)
+    for listing in ("rgb.txt", "depth.txt"):
+        entries = read_file_list(tum_rpy / listing)[:n]
+        (dest / listing).write_text("".join(f"{s} {rel}\n" for s, rel in entries))
+        for _, rel in entries:
+            (dest / rel).parent.mkdir(exist_ok=True)
+            shutil.copy(tum_rpy / rel, dest / rel)
+    return read_file_list(dest / "rgb.txt"), read_file_list(dest / "depth.txt")
+
+
+def _spoil(folder, rgb, depth):
+    """Frame 1: a colour preview saved as its depth; frame 2: depth at half size; frame 3: colour at half size."""
+    import cv2
+    cv2.imwrite(str(folder / depth[1][1]), cv2.imread(str(folder / rgb[1][1])))
+    d = cv2.imread(str(folder / depth[2][1]), cv2.IMREAD_UNCHANGED)
+    cv2.imwrite(str(folder / depth[2][1]), d[::2, ::2])
+    c = cv2.imread(str(folder / rgb[3][1]))
+    cv2.imwrite(str(folder / rgb[3][1]), cv2.resize(c, (320, 240)))
+
+
+def test_ill_formed_frames_are_refused_with_the_reason(tum_rpy, tmp_path):
+    """Depth that cannot be aligned to its colour image, or a colour image of another size than the calibration,
+    is refused with what is wrong: read as it is, its pixels would meet another camera's model and give a wrong
+    pose (a half-size image was localized through the full-size intrinsics before)."""
+    from relocal_ros.data.frames import FrameFormatError
+    rgb, depth = _tum_copy(tum_rpy, tmp_path / "q", 5)
+    _spoil(tmp_path / "q", rgb, depth)
+    src = open_source(tmp_path / "q")
+    assert src[0].depth.shape == (480, 640) and src[4].depth.shape == (480, 640)
+    with pytest.raises(FrameFormatError, match="depth must be one 16-bit or float channel, got 3 x uint8"):
+        src[1]
+    with pytest.raises(FrameFormatError, match="depth is 320x240, its colour image 640x480"):
+        src[2]
+    with pytest.raises(FrameFormatError, match="image is 320x240, the source's calibration is 640x480"):
+        src[3]
+
+
+@pytest.mark.slow
+def test_map_and_queries_skip_ill_formed_frames_and_count_them(tum_rpy, tmp_path):
+    """build-map skips a spoiled frame with a warning instead of losing the whole map; localize refuses it and
+    counts it, and neither ends with a traceback."""
+    import subprocess
+    import sys
+    rgb, depth = _tum_copy(tum_rpy, tmp_path / "m", 12)
+    _spoil(tmp_path / "m", rgb, depth)
+    run = [sys.executable, "-m", "relocal_ros.cli"]
+    p = subprocess.run([*run, "build-map", tmp_path / "m", "--out", tmp_path / "map", "--min-rotation", "0"],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    assert "3 of 12 frames were unreadable or ill-formed and were skipped" in p.stderr
+    assert "Traceback" not in p.stderr
+    p = subprocess.run([*run, "-q", "localize", tmp_path / "map", tmp_path / "m", "--out", tmp_path / "est.txt"],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    assert "3 unreadable or failed" in p.stdout and "Traceback" not in p.stderr
+    localized = [ln.split()[0] for ln in (tmp_path / "est.txt").read_text().splitlines()]
+    assert localized and not {rgb[1][0], rgb[2][0], rgb[3][0]} & set(localized)

@@ -30,3 +30,29 @@ class FrameSource(Protocol):
     def __len__(self) -> int: ...
     def __iter__(self) -> Iterator[RGBDFrame]: ...
     def __getitem__(self, i: int) -> RGBDFrame: ...
+
+
+class FrameFormatError(ValueError):
+    """A file's image or depth cannot belong to its source's camera: that frame is refused, not the run."""
+
+
+def checked_colour(bgr: np.ndarray, intr: Intrinsics, name: str) -> np.ndarray:
+    """The decoded colour image, refused when its size is not the calibration's: its pixels would be read with
+    another camera's focal length and centre, and the pose would be wrong without any check noticing."""
+    h, w = bgr.shape[:2]
+    if (w, h) != (intr.width, intr.height):
+        raise FrameFormatError(f"{name}: image is {w}x{h}, the source's calibration is {intr.width}x{intr.height}")
+    return bgr
+
+
+def depth_in_metres(raw: np.ndarray, size: tuple[int, int], scale: float, name: str) -> np.ndarray:
+    """A depth PNG's array -> H x W float32 metres, refused with the reason when it cannot be depth aligned to an
+    image of `size` (width, height): several channels, 8 bits (a colour or preview image saved as depth), or
+    another resolution (unaligned depth)."""
+    if raw.ndim != 2 or raw.dtype not in (np.uint16, np.float32):
+        channels = 1 if raw.ndim == 2 else raw.shape[2]
+        raise FrameFormatError(f"{name}: depth must be one 16-bit or float channel, got {channels} x {raw.dtype}")
+    if (raw.shape[1], raw.shape[0]) != tuple(size):
+        raise FrameFormatError(f"{name}: depth is {raw.shape[1]}x{raw.shape[0]}, its colour image "
+                               f"{size[0]}x{size[1]} (aligned depth of the same size is needed)")
+    return raw.astype(np.float32) / scale

@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from relocal_ros.data.frames import RGBDFrame
+from relocal_ros.data.frames import RGBDFrame, checked_colour, depth_in_metres
 from relocal_ros.geometry.camera import Intrinsics, load_calibration_yaml, register_depth
 from relocal_ros.geometry.poses import is_rigid, orthonormalize
 
@@ -91,11 +91,15 @@ class SevenScenesSequence:
         bgr = cv2.imread(str(colour), cv2.IMREAD_COLOR)
         if bgr is None:
             raise FileNotFoundError(f"{colour}: missing or unreadable image")
+        checked_colour(bgr, self.intrinsics, str(colour))
         base = str(colour).rsplit(".color.", 1)[0]
         depth = None
         raw = cv2.imread(base + ".depth.png", cv2.IMREAD_UNCHANGED)
         if raw is not None:
-            depth = raw.astype(np.float32) / self.depth_scale
+            # the depth camera's own resolution when it is registered here, the colour image's when it already is
+            size = (SEVEN_SCENES_DEPTH_INTRINSICS.width, SEVEN_SCENES_DEPTH_INTRINSICS.height) \
+                if self.register_depth else (bgr.shape[1], bgr.shape[0])
+            depth = depth_in_metres(raw, size, self.depth_scale, base + ".depth.png")
             depth[raw == 65535] = 0.0  # 7-Scenes marks invalid depth with 65535 as well as 0
             if self.register_depth:
                 depth = register_depth(depth, SEVEN_SCENES_DEPTH_INTRINSICS, self.intrinsics,

@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from relocal_ros.data.frames import RGBDFrame
+from relocal_ros.data.frames import RGBDFrame, checked_colour, depth_in_metres
 from relocal_ros.data.trajectory import PoseTrack
 from relocal_ros.geometry.camera import Intrinsics, load_calibration_yaml
 
@@ -118,11 +118,13 @@ class TumSequence:
         bgr = cv2.imread(str(self.folder / rel), cv2.IMREAD_COLOR)
         if bgr is None:
             raise FileNotFoundError(f"{self.folder / rel}: missing or unreadable image")
+        checked_colour(bgr, self.intrinsics, str(self.folder / rel))
         depth = None
         if stamp in self.depth_for:
             raw = cv2.imread(str(self.folder / self.depth_for[stamp]), cv2.IMREAD_UNCHANGED)
             if raw is None:
                 raise FileNotFoundError(f"{self.folder / self.depth_for[stamp]}: missing or unreadable depth")
-            depth = raw.astype(np.float32) / self.depth_scale
+            depth = depth_in_metres(raw, (bgr.shape[1], bgr.shape[0]), self.depth_scale,
+                                    str(self.folder / self.depth_for[stamp]))
         pose = self.track.at(float(stamp)) if self.track is not None else None
         return RGBDFrame(stamp, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), depth, self.intrinsics, pose, rel)

@@ -28,9 +28,16 @@ def build_map(source, conf: dict | None = None, progress: bool = True) -> Keyfra
     conf = {**defaults, **(conf or {})}
     selector = KeyframeSelector(conf["min_translation"], conf["min_rotation_deg"])
     extractor = make_extractor(conf["extractor"], conf["extractor_conf"])
-    selected, features, skipped = [], [], 0
+    selected, features, skipped, unreadable = [], [], 0, 0
     for i in tqdm(range(len(source)), desc="keyframes", unit="frame", disable=not progress):
-        frame = source[i]
+        try:
+            frame = source[i]
+        except (FileNotFoundError, ValueError, OSError) as e:
+            # one corrupt or ill-formed frame of a long recording costs that frame, not the map (localize does
+            # the same with a query image)
+            unreadable += 1
+            log.warning("frame %d skipped: %s", i, e)
+            continue
         if frame.pose is None:
             skipped += 1
             continue
@@ -39,6 +46,8 @@ def build_map(source, conf: dict | None = None, progress: bool = True) -> Keyfra
             features.append([extractor.extract_rotated(frame.rgb, a) for a in conf["rotations"]])
     if skipped:
         log.warning("%d of %d frames have no pose and were not used as keyframes", skipped, len(source))
+    if unreadable:
+        log.warning("%d of %d frames were unreadable or ill-formed and were skipped", unreadable, len(source))
     if not selected:
         raise ValueError("no frame of the source has a ground-truth/mapping pose: a map needs posed frames")
 
