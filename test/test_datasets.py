@@ -178,7 +178,7 @@ def _spoil(folder, rgb, depth):
 def test_ill_formed_frames_are_refused_with_the_reason(tum_rpy, tmp_path):
     """Depth that cannot be aligned to its colour image, or a colour image of another size than the calibration,
     is refused with what is wrong: read as it is, its pixels would meet another camera's model and give a wrong
-    pose (a half-size image was localized through the full-size intrinsics before)."""
+    pose (before, a half-size image was processed with the full-size intrinsics)."""
     from relocal_ros.data.frames import FrameFormatError
     rgb, depth = _tum_copy(tum_rpy, tmp_path / "q", 5)
     _spoil(tmp_path / "q", rgb, depth)
