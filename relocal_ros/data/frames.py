@@ -36,13 +36,12 @@ class FrameFormatError(ValueError):
     """A file's image or depth cannot belong to its source's camera: that frame is refused, not the run."""
 
 
-def checked_colour(bgr: np.ndarray, intr: Intrinsics, name: str) -> np.ndarray:
-    """The decoded colour image, refused when its size is not the calibration's: its pixels would be read with
-    another camera's focal length and centre, and the pose would be wrong without any check noticing."""
+def check_colour_size(bgr: np.ndarray, intr: Intrinsics, name: str) -> None:
+    """Refuse a decoded colour image whose size is not the calibration's: its pixels would be read with another
+    camera's focal length and centre, and the pose would be wrong without any check noticing."""
     h, w = bgr.shape[:2]
     if (w, h) != (intr.width, intr.height):
         raise FrameFormatError(f"{name}: image is {w}x{h}, the source's calibration is {intr.width}x{intr.height}")
-    return bgr
 
 
 def depth_in_metres(raw: np.ndarray, size: tuple[int, int], scale: float, name: str) -> np.ndarray:

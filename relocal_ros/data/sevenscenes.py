@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from relocal_ros.data.frames import RGBDFrame, checked_colour, depth_in_metres
+from relocal_ros.data.frames import RGBDFrame, check_colour_size, depth_in_metres
 from relocal_ros.geometry.camera import Intrinsics, load_calibration_yaml, register_depth
 from relocal_ros.geometry.poses import is_rigid, orthonormalize
 
@@ -91,7 +91,7 @@ class SevenScenesSequence:
         bgr = cv2.imread(str(colour), cv2.IMREAD_COLOR)
         if bgr is None:
             raise FileNotFoundError(f"{colour}: missing or unreadable image")
-        checked_colour(bgr, self.intrinsics, str(colour))
+        check_colour_size(bgr, self.intrinsics, str(colour))
         base = str(colour).rsplit(".color.", 1)[0]
         depth = None
         raw = cv2.imread(base + ".depth.png", cv2.IMREAD_UNCHANGED)

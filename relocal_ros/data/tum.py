@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from relocal_ros.data.frames import RGBDFrame, checked_colour, depth_in_metres
+from relocal_ros.data.frames import RGBDFrame, check_colour_size, depth_in_metres
 from relocal_ros.data.trajectory import PoseTrack
 from relocal_ros.geometry.camera import Intrinsics, load_calibration_yaml
 
@@ -118,7 +118,7 @@ class TumSequence:
         bgr = cv2.imread(str(self.folder / rel), cv2.IMREAD_COLOR)
         if bgr is None:
             raise FileNotFoundError(f"{self.folder / rel}: missing or unreadable image")
-        checked_colour(bgr, self.intrinsics, str(self.folder / rel))
+        check_colour_size(bgr, self.intrinsics, str(self.folder / rel))
         depth = None
         if stamp in self.depth_for:
             raw = cv2.imread(str(self.folder / self.depth_for[stamp]), cv2.IMREAD_UNCHANGED)

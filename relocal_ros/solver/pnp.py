@@ -133,8 +133,9 @@ def pose_covariance(T_map_cam: np.ndarray, uv: np.ndarray, X: np.ndarray, intr: 
         # independent pixel noise averages out over hundreds of points, so the pose is claimed exact along the
         # direction that moves them all alike; one shift shared by every point does not: pushed through the same
         # least squares (G: pose change per pixel of shift), it restores that direction's width (synthetic demo
-        # scenes: 71-86 % of right poses inside the 6-DoF 95 % ellipsoid, 96-100 % with it; README "Covariance")
-        G = cov @ (J.T * w) @ np.tile(np.eye(2), (len(uv), 1))
+        # scenes: 71-86 % of right poses inside the 6-DoF 95 % ellipsoid, 96-100 % with it; README "Covariance");
+        # a shift of (du, dv) moves every residual pair alike, so its column in Jᵀ W sums over the points
+        G = cov @ (J.T * w).reshape(6, -1, 2).sum(1)
         cov = cov + common_pixel_sigma ** 2 * (G @ G.T)
     cov = 0.5 * (cov + cov.T)
     # the map's pose error does not average out over points: its position part moves every point of a keyframe
