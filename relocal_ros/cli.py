@@ -49,13 +49,15 @@ def _cmd_localize(a) -> int:
         conf[stage][name] = value
     reloc = Relocalizer.from_map_dir(a.map, conf)
     source = open_source(a.query, with_ground_truth=False)  # never let query ground truth near the estimator
-    lines, cov_lines, latencies, refusals, unreadable = [], [], [], 0, 0
+    lines, cov_lines, latencies, refusals, unreadable, read_errors = [], [], [], 0, 0, 0
     for i in tqdm(range(len(source)), desc="localize", unit="img", disable=a.quiet):
         try:
             frame = source[i]
         except (FileNotFoundError, ValueError, OSError) as e:  # one bad image is refused, as the nodes do
-            unreadable += 1
+            unreadable, read_errors = unreadable + 1, read_errors + 1
             log.warning("image %d of %s refused: %s", i, a.query, e)
+            if read_errors == len(source):  # not one image: the query source itself is unusable
+                raise ValueError(f"none of the {len(source)} query images could be read; the last: {e}") from e
             continue
         t0 = time.perf_counter()
         try:

@@ -253,3 +253,64 @@ def test_replay_plays_a_compressed_bag_as_recorded(compressed_bag):
     colour = [m for m in messages if m[1] == topics.color]
     assert len(colour) == len(frames) and all(m[2] == "sensor_msgs/msg/CompressedImage" for m in colour)
     assert [m[0] for m in messages] == sorted(m[0] for m in messages)
+
+
+def _copy_bag_spoiling_one_image(src, out, index: int):
+    """A message-for-message copy of the bag at src whose index-th colour image carries an encoding no reader knows
+    (what a recorder's misconfigured camera or a damaged message looks like to a reader)."""
+    from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+    ts = get_typestore(Stores.ROS2_KILTED)
+    seen = 0
+    with Reader(src) as r, Writer(out, version=9, storage_plugin=StoragePlugin.MCAP) as w:
+        conns = {c.id: w.add_connection(c.topic, c.msgtype, typestore=ts,
+                                        offered_qos_profiles=getattr(c.ext, "offered_qos_profiles", ()))
+                 for c in r.connections}
+        for c, t, raw in r.messages():
+            if c.topic == DEFAULT_TOPICS.color:
+                if seen == index:
+                    msg = ts.deserialize_cdr(raw, c.msgtype)
+                    msg.encoding = "yuv422"
+                    raw = ts.serialize_cdr(msg, c.msgtype)
+                seen += 1
+            w.write(conns[c.id], t, raw)
+    assert seen > index
+    return out
+
+
+def test_one_undecodable_image_in_a_bag_costs_that_frame_not_the_map_or_the_run(tmp_path, capsys, caplog):
+    """A recording with one bad colour message still maps (that frame skipped, counted, said why) and localizes
+    (that image refused and counted, every other one answered or refused on its own), as a dataset folder with one
+    corrupt PNG does; a bag with no readable image at all stays a one-line error."""
+    from relocal_ros.cli import main
+    from relocal_ros.data.sources import open_source
+    from relocal_ros.data.synth import generate_scene
+    from relocal_ros.mapping.keyframe_map import KeyframeMap
+    scene = generate_scene(tmp_path / "scene", 6, width=160, height=120, n_map=20, n_query=6, workers=1,
+                           progress=False)
+    good_map = write_bag(open_source(scene / "seq-01"), tmp_path / "map_good")
+    good_q = write_bag(open_source(scene / "seq-02"), tmp_path / "q_good")
+    map_bag = _copy_bag_spoiling_one_image(good_map, tmp_path / "map_bag", 4)
+    query_bag = _copy_bag_spoiling_one_image(good_q, tmp_path / "query_bag", 2)
+    assert len(BagSource(map_bag)) == 20 and len(BagSource(query_bag)) == 6
+
+    assert main(["--quiet", "build-map", str(map_bag), "--out", str(tmp_path / "map")]) == 0
+    assert "1 of 20 frames were unreadable or ill-formed and were skipped" in caplog.text, caplog.text
+    assert "frame 4: " + str(map_bag) in caplog.text and "yuv422" in caplog.text, caplog.text
+    kmap = KeyframeMap.load(tmp_path / "map")
+    spoiled = open_source(scene / "seq-01")[4].stamp
+    assert len(kmap) >= 2 and spoiled not in {k.stamp for k in kmap.keyframes}
+
+    assert main(["--quiet", "localize", str(tmp_path / "map"), str(query_bag), "--out", str(tmp_path / "est.txt")]) == 0
+    out = capsys.readouterr().out
+    assert "of 6 images" in out and "1 unreadable or failed" in out, out
+    assert "image 2 of " + str(query_bag) + " refused" in caplog.text and "yuv422" in caplog.text
+    answered = [ln.split()[0] for ln in (tmp_path / "est.txt").read_text().splitlines()]
+    assert open_source(scene / "seq-02")[2].stamp not in answered and answered, answered
+
+    # nothing readable at all: the source itself is unusable, and the run ends with an error line and exit code 2
+    one = write_bag([open_source(scene / "seq-02")[0]], tmp_path / "one")
+    all_bad = _copy_bag_spoiling_one_image(one, tmp_path / "all_bad", 0)
+    assert main(["--quiet", "localize", str(tmp_path / "map"), str(all_bad), "--out", str(tmp_path / "e2.txt")]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("relocal localize: error: none of the 1 query images could be read") and "yuv422" in last

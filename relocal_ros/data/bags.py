@@ -35,7 +35,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from relocal_ros.data.frames import RGBDFrame
+from relocal_ros.data.frames import FrameFormatError, RGBDFrame
 from relocal_ros.data.stamps import stamp_from_sec_nanosec, stamp_to_sec_nanosec
 from relocal_ros.data.images import (compress_depth_mm, compress_rgb, depth_from_msg, numpy_to_image_msg,
                                      rgb_from_msg)
@@ -46,6 +46,12 @@ from relocal_ros.geometry.poses import T_from_tq, is_rigid, tq_from_T
 
 class BagReadError(UserInputError):
     """The path is not a readable ROS 2 bag, or lacks what a frame source needs."""
+
+
+class BagFrameError(BagReadError, FrameFormatError):
+    """One frame of a readable bag cannot be used (an image that does not decode, a size its camera_info
+    contradicts, a message that cannot be read back): that frame is refused and counted, not the run, as with a
+    corrupt PNG in a dataset folder."""
 
 
 @dataclass(frozen=True)
@@ -384,17 +390,18 @@ class BagSource:
         ref, depth_ref, intr, pose = self._frames[i]
         stamp = stamp_from_sec_nanosec(*divmod(ref.stamp_ns, _NS))
         color_msg = self._fetch(self._color_conns, ref, self.topics.color)
+        depth_msg = self._fetch(self._depth_conns, depth_ref, self.topics.depth) if depth_ref else None
         try:
             rgb = rgb_from_msg(color_msg)
-            depth = depth_from_msg(self._fetch(self._depth_conns, depth_ref, self.topics.depth)) if depth_ref else None
+            depth = depth_from_msg(depth_msg) if depth_msg is not None else None
         except ValueError as exc:
-            raise BagReadError(f"{self.path}: image at {stamp}: {exc}") from exc
+            raise BagFrameError(f"{self.path}: image at {stamp}: {exc}") from exc
         if rgb.shape[:2] != (intr.height, intr.width):
-            raise BagReadError(f"{self.path}: {self.topics.color} image at {stamp} is {rgb.shape[1]}x{rgb.shape[0]} "
-                               f"but {self.topics.color_info} says {intr.width}x{intr.height}")
+            raise BagFrameError(f"{self.path}: {self.topics.color} image at {stamp} is {rgb.shape[1]}x{rgb.shape[0]} "
+                                f"but {self.topics.color_info} says {intr.width}x{intr.height}")
         if depth is not None and depth.shape != rgb.shape[:2]:
-            raise BagReadError(f"{self.path}: {self.topics.depth} at {stamp} is {depth.shape[1]}x{depth.shape[0]}, "
-                               f"not aligned to the {rgb.shape[1]}x{rgb.shape[0]} colour image")
+            raise BagFrameError(f"{self.path}: {self.topics.depth} at {stamp} is {depth.shape[1]}x{depth.shape[0]}, "
+                                f"not aligned to the {rgb.shape[1]}x{rgb.shape[0]} colour image")
         return RGBDFrame(stamp=stamp, rgb=rgb, depth=depth, intrinsics=intr,
                          pose=None if pose is None else pose.copy(), name=f"{self.topics.color}@{stamp}")
 
@@ -405,8 +412,8 @@ class BagSource:
                 if msg.header.stamp.sec * _NS + msg.header.stamp.nanosec == ref.stamp_ns:
                     return msg
         except Exception as exc:
-            raise BagReadError(f"{self.path}: reading {topic}: {type(exc).__name__}: {exc}") from exc
-        raise BagReadError(f"{self.path}: {topic} message at receive time {ref.recv_ns} ns vanished from the bag")
+            raise BagFrameError(f"{self.path}: reading {topic}: {type(exc).__name__}: {exc}") from exc
+        raise BagFrameError(f"{self.path}: {topic} message at receive time {ref.recv_ns} ns vanished from the bag")
 
     # -- resources
 

@@ -28,15 +28,14 @@ def build_map(source, conf: dict | None = None, progress: bool = True) -> Keyfra
     conf = {**defaults, **(conf or {})}
     selector = KeyframeSelector(conf["min_translation"], conf["min_rotation_deg"])
     extractor = make_extractor(conf["extractor"], conf["extractor_conf"])
-    selected, features, skipped, unreadable = [], [], 0, 0
+    selected, features, skipped, unreadable = [], [], 0, []
     for i in tqdm(range(len(source)), desc="keyframes", unit="frame", disable=not progress):
         try:
             frame = source[i]
         except (FileNotFoundError, ValueError, OSError) as e:
-            # one corrupt or ill-formed frame of a long recording costs that frame, not the map (localize does
-            # the same with a query image)
-            unreadable += 1
-            log.warning("frame %d skipped: %s", i, e)
+            # one corrupt or ill-formed frame of a long recording (a folder's PNG, a bag's message) costs that
+            # frame, not the map (localize does the same with a query image)
+            unreadable.append(f"frame {i}: {e}")
             continue
         if frame.pose is None:
             skipped += 1
@@ -46,8 +45,13 @@ def build_map(source, conf: dict | None = None, progress: bool = True) -> Keyfra
             features.append([extractor.extract_rotated(frame.rgb, a) for a in conf["rotations"]])
     if skipped:
         log.warning("%d of %d frames have no pose and were not used as keyframes", skipped, len(source))
+    if unreadable and len(unreadable) == len(source):
+        # not one frame: the source as a whole is unusable (e.g. an image encoding no reader knows), one line
+        raise ValueError(f"none of the {len(source)} frames could be read; the first: {unreadable[0]}")
+    for why in unreadable[:10]:
+        log.warning("%s (skipped)", why)
     if unreadable:
-        log.warning("%d of %d frames were unreadable or ill-formed and were skipped", unreadable, len(source))
+        log.warning("%d of %d frames were unreadable or ill-formed and were skipped", len(unreadable), len(source))
     if not selected:
         raise ValueError("no frame of the source has a ground-truth/mapping pose: a map needs posed frames")
 
