@@ -87,6 +87,10 @@ VARIANTS = {
     "relocal default, XFeat 640x480": ({"extractor_conf": {"width": 640, "height": 480}}, {}),
     "relocal default, XFeat 640x480, 2048 keypoints": (
         {"extractor_conf": {"width": 640, "height": 480, "max_keypoints": 2048}}, {}),
+    # a lower similarity for the global mutual-NN matches (README "Five measurements, no change")
+    "relocal default, mnn similarity 0.75": ({}, {"inference": {"min_similarity": 0.75}}),
+    "relocal default, mnn similarity 0.7": ({}, {"inference": {"min_similarity": 0.7}}),
+    "relocal default, mnn similarity 0.7, ratio 0.95": ({}, {"inference": {"min_similarity": 0.7, "max_ratio": 0.95}}),
     # the covariance without the image-wide pixel shift (same poses and decisions; coverage only)
     "relocal default, covariance without the common pixel shift": ({}, {"solver": {"common_pixel_sigma": 0.0}}),
 }
