@@ -23,7 +23,7 @@ from relocal_ros.solver.relative import FUSION_MIN_AGREEING, fuse
 from relocal_ros.solver.rgbd_scene_coordinates import KABSCH_FLOOR_M as RGBD_FLOOR_M
 from relocal_ros.solver.rigid import rigid_inliers, solve_rigid_ransac
 from relocal_ros.solver.soft_ransac import soft_inlier_score, solve_pnp_soft_inlier
-from relocal_ros.solver.verification import verify_evidence
+from relocal_ros.solver.verification import consistency_tolerance, verify_evidence
 
 __all__ = ["InferenceEngine", "PoseSolver", "Relocalizer", "default_conf", "merge_conf", "method_names",
            "MIN_DENSE_CONSISTENCY"]
@@ -203,10 +203,15 @@ class PoseSolver:
         if res.T_map_cam is None or est.inliers < c["min_inliers"]:
             est.reason = f"{est.inliers} inliers of {n} < min_inliers {c['min_inliers']}"
             return est
-        if n_indep < c["min_independent_inliers"]:
+        # guided matches cannot vouch for the pose they were chosen to fit; the query's depth and brightness can: a
+        # wrong pose rarely puts the query's surfaces on the map's with the same texture on them
+        depth_vouched = n_indep < c["min_independent_inliers"] and c["depth_vouches"] and not dense_why \
+            and self._depth_confirms(ev)
+        if n_indep < c["min_independent_inliers"] and not depth_vouched:
             est.reason = (f"{n_indep} inliers among the globally matched correspondences < "
                           f"min_independent_inliers {c['min_independent_inliers']} (guided matches cannot vouch)")
             return est
+        est.scores["depth_vouched"] = int(depth_vouched)
         if soft is not None and soft < c["min_inliers"]:
             est.reason = f"soft inlier count {soft:.1f} < min_inliers {c['min_inliers']}"
             return est
@@ -228,13 +233,19 @@ class PoseSolver:
         # guided matches were found in windows around the hypothesis and follow it when it is off: they sharpen the
         # pose but cannot narrow its uncertainty (synthetic wide-baseline scenes: poses 8-23 cm off from 24-109
         # global and 163-249 guided inliers claimed sigma 4-7 cm)
-        used = indep if c["covariance_points"] == "independent" else res.inliers
+        used = indep if c["covariance_points"] == "independent" and not depth_vouched else res.inliers
         cov = pose_covariance(res.T_map_cam, ev.image_points[used], ev.map_points[used],
                               ev.intrinsics, sigma, map_m, map_deg, views=max(1, len(ev.keyframe_ids)),
                               common_pixel_sigma=c["common_pixel_sigma"] * ev.intrinsics.width / 640.0) \
             * traits.covariance_scale
-        pos_std = float(np.sqrt(max(np.trace(cov[:3, :3]), 0.0)))
-        if not np.isfinite(pos_std) or pos_std > c["max_position_std"]:
+        if depth_vouched:
+            cov = cov + self._depth_check_blind_spot(res.T_map_cam, ev.map_points[res.inliers].astype(np.float64))
+        pos_var = float(np.trace(cov[:3, :3]))
+        if not (np.isfinite(cov).all() and pos_var > 0):  # too few or degenerate points: no uncertainty to publish
+            est.reason = "the pose's covariance could not be estimated from its inliers"
+            return est
+        pos_std = float(np.sqrt(pos_var))
+        if pos_std > c["max_position_std"]:
             est.reason = f"position uncertainty {pos_std:.3f} m > {c['max_position_std']} m"
             return est
         est.accepted, est.T_map_cam, est.covariance = True, res.T_map_cam, cov
@@ -242,6 +253,22 @@ class PoseSolver:
         est.timings["solve"] = time.perf_counter() - t0
         return est
 
+    def _depth_confirms(self, ev: QueryEvidence) -> bool:
+        """The query's depth agrees with the map's under the pose, and its brightness there too (NaN: unmeasured)."""
+        c = self.conf
+        return ev.dense_samples > 0 and ev.dense_consistency >= c["min_dense_consistency"] \
+            and ev.dense_photometric >= c["min_dense_photometric"]
+
+    @staticmethod
+    def _depth_check_blind_spot(T_map_cam: np.ndarray, inlier_map_points: np.ndarray) -> np.ndarray:
+        """Covariance of the poses that the dense check cannot tell from this one: its depth tolerance at the
+        inliers' median range, per axis, and the rotation that moves points at that range by as much. Guided
+        inliers alone would claim a few cm for poses 5-11 cm off (fr1_rpy against the fr1_desk map)."""
+        z = (inlier_map_points - T_map_cam[:3, 3]) @ T_map_cam[:3, 2]  # range along the optical axis
+        z = z[np.isfinite(z) & (z > 0.1)]
+        z_med = float(np.median(z)) if len(z) else 2.0
+        tol = float(consistency_tolerance(z_med, z_med))
+        return np.diag([tol ** 2] * 3 + [(tol / z_med) ** 2] * 3)
 
     def _dense_refusal(self, ev: QueryEvidence, est: PoseEstimate, traits) -> str:
         """The query's surfaces must overlap the retrieved keyframes' (a pose that puts them where no keyframe
@@ -286,7 +313,8 @@ class PoseSolver:
                               f"(< {c['min_dense_consistency']:.0%})")
             elif ev.dense_photometric < c["min_dense_photometric"]:  # NaN (not measured): the depth alone decides
                 # surfaces that agree in depth under a wrong pose (flat walls and floors, a periodic room) rarely
-                # agree in brightness too: the depth does not confirm such a pose (README "Depth without brightness")
+                # agree in brightness too: the depth does not confirm such a pose (docs/measurements.md "Depth without
+                # brightness")
                 unverified = (f"query depth agrees with the map at {ev.dense_consistency:.0%} but its brightness "
                               f"there at only {ev.dense_photometric:.2f} (< {c['min_dense_photometric']})")
         if unverified and n_indep < c["min_independent_inliers_unverified"]:

@@ -130,17 +130,22 @@ CORE: tuple[Setting, ...] = (
       nodes=(SOLVER,)),
     S("map_sigma_deg", 1.0, "... and its rotation error (deg)", "solver", range=(0.0, 180.0), nodes=(SOLVER,)),
     S("min_independent_inliers", 12, "inliers among matches found without a pose hypothesis (not guided), when the "
-      "query's depth confirms the pose", "solver", range=(0, 1_000_000_000), nodes=(SOLVER,)),
+      "query's depth (or, RGB only, the keyframes' brightness) confirms the pose", "solver",
+      range=(0, 1_000_000_000), nodes=(SOLVER,)),
+    S("depth_vouches", True, "RGB-D: a pose that the query's depth and brightness both confirm (min_dense_consistency, "
+      "min_dense_photometric) needs no min_independent_inliers; its covariance then spans what the depth check "
+      "cannot see (fr1_rpy against the fr1_desk map: right poses with 0-11 global-match inliers; "
+      "docs/measurements.md 'The depth vouches')", "solver", nodes=(SOLVER,)),
     S("min_inlier_coverage", 0.15, "share of an 8 x 6 grid of image cells holding an inlier (right poses: >= 0.17)",
       "solver", range=(0.0, 1.0), nodes=(SOLVER,)),
     S("min_dense_consistency", MIN_DENSE_CONSISTENCY, "RGB-D: share of the query's depth samples that agree with "
-      "the keyframes' depth needed to confirm a pose (bench/plot_acceptance.py, README)", "solver",
+      "the keyframes' depth needed to confirm a pose (bench/plot_acceptance.py, docs/measurements.md)", "solver",
       range=(0.0, 1.0), nodes=(SOLVER,)),
     S("min_dense_photometric", 0.6, "RGB-D: the query's brightness must also correlate with the keyframes' at the "
       "depth-consistent samples for the depth to confirm a pose; learned dense methods are refused below it, a "
       "feature-matched pose then needs min_independent_inliers_unverified (right ones on fr1_rpy and SUN3D >= 0.76; "
       "wrong ones the depth confirmed on fr1_desk 0.19-0.50, one 2 m / 172 deg off at 0.48-0.50; feature-matched "
-      "poses > 10 cm off on the synthetic scenes 0.01-0.45: README 'Depth without brightness')",
+      "poses > 10 cm off on the synthetic scenes 0.01-0.45: docs/measurements.md 'Depth without brightness')",
       "solver", range=(-1.0, 1.0), nodes=(SOLVER,)),
     S("min_dense_consistency_floor", MIN_DENSE_CONSISTENCY_FLOOR,
       "RGB-D: below this depth agreement refused whatever the matches say", "solver", range=(0.0, 1.0), nodes=(SOLVER,)),

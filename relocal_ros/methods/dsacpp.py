@@ -19,7 +19,8 @@ class Dsacpp:
     # (two runs), where 24 px and 0.2 let 20 % through (bench_scene_coordinates.py). Neighbouring cells err together,
     # as SANet's: the covariance is 4x the independent-noise model's (fr1_rpy, 28 accepted poses: 79 % / 54 % of
     # the ground truths inside the 95 % ellipsoid, 3-DoF / 6-DoF, with 1x; 93 % / 93 % with 4x; 97 % / 97 % of 31
-    # once the depth check judged the published pose in keyframes that looked its way: README "DSAC++ again")
+    # once the depth check judged the published pose in keyframes that looked its way: docs/measurements.md
+    # "DSAC++ again")
     solver = SolverTraits(reproj_frac=0.015625, min_inlier_ratio=0.1, soft_inlier=True, sigma_floor_frac=0.25,
                           needs_dense_confirmation=True, covariance_scale=4.0)
 

@@ -30,7 +30,7 @@ class Sanet:
     # and the covariance is 4x the independent-noise model's (bench_hard --dump, per scene: with 6 px and 1x, 30 %
     # / 55 % / 94 % of fr1_rpy / SUN3D frag1 / frag2 ground truths fell in the 95 % ellipsoid; with 12 px and 4x,
     # 95 / 100 / 100 %). With depth, only depth-confirmed poses: at agreement 0.4-0.65 SANet's accepted poses
-    # held all its wrong answers on real scenes (README "The query's depth vets ...")
+    # held all its wrong answers on real scenes (docs/measurements.md "The query's depth vets ...")
     # In RGB-D mode (depth- and brightness-confirmed) a ratio floor of 0.1 as DSAC++'s: on the hard benchmark's
     # sparse fr1_rpy map 0.2 refused 3 poses within 10 cm / 10 deg and one 11 cm off (ratios 0.10-0.20), while every
     # wrong hypothesis the depth confirmed with a ratio in [0.1, 0.2) (fr1_desk, synthetic 9001-9004) failed

@@ -1,6 +1,7 @@
 """xfeat_pnp, the default: the query's local features (the map's extractor: XFeat, or SIFT) matched to the
 retrieved keyframes' stored ones, lifted to 3D with the keyframes' depth -> 2D-3D correspondences for the solver's
-PnP-RANSAC; with query depth also 3D-3D hypotheses, a dense depth check and ICP (README "Unseen real scenes")."""
+PnP-RANSAC; with query depth also 3D-3D hypotheses, a dense depth check and ICP (README "Results",
+docs/measurements.md)."""
 from __future__ import annotations
 
 import dataclasses
@@ -39,7 +40,8 @@ SETTINGS = MATCHING_SETTINGS + (
     Setting("guide_below", 200, "global-match inliers of the first hypothesis above which it is taken as is", _I,
             range=(0, 1_000_000_000), nodes=_N),
     Setting("fallback_matcher", "", "when the hypothesis is weak, match again with this matcher on the best "
-            "references ('' = never; lighterglue: +2.5 points on one hard scene for +90-200 ms p95, README)", _I,
+            "references ('' = never; lighterglue: +2.5 points on one hard scene for +90-200 ms p95, "
+            "docs/measurements.md)", _I,
             choices=("", "mnn", "lighterglue"), nodes=_N),
     Setting("fallback_below", 25, "... weak: fewer global-match inliers than this", _I, range=(0, 1_000_000_000),
             nodes=_N),
@@ -54,8 +56,8 @@ SETTINGS = MATCHING_SETTINGS + (
             "ambiguous: refused (0: never)", _I, range=(0.0, 100.0), nodes=_N),
     Setting("ambiguity_depth_inliers", 30, "RGB-D: a weaker rival (this many inliers) makes the place ambiguous too "
             "when the query's depth agrees better with it ...", _I, range=(0, 1_000_000_000), nodes=_N),
-    Setting("ambiguity_depth_margin", 0.2, "... by this much than with the chosen pose (0: never; README "
-            "'Ambiguous places')", _I, range=(0.0, 1.0), nodes=_N),
+    Setting("ambiguity_depth_margin", 0.2, "... by this much than with the chosen pose (0: never; "
+            "docs/measurements.md 'Ambiguous places')", _I, range=(0.0, 1.0), nodes=_N),
     Setting("strong_dense", MIN_DENSE_CONSISTENCY, "RGB-D: depth agreement below which the evidence counts as "
             "weak (look further)", _I, range=(0.0, 1.0), nodes=_N),
 )
@@ -69,6 +71,7 @@ class _QueryWork:
     query keypoints' KD-tree."""
     q_uv: np.ndarray
     matches: dict = dataclasses.field(default_factory=dict)
+    rotation: dict = dataclasses.field(default_factory=dict)  # keyframe -> the stored rotation its matches used
     tried: set = dataclasses.field(default_factory=set)
     solves: dict = dataclasses.field(default_factory=dict)
 
@@ -131,7 +134,8 @@ class FeaturePnP:
         if found.weak and query.more_refs:
             # weak evidence from the best few references (a wide baseline: the nearest keyframes see the place
             # obliquely): the next candidates may see it better. Synthetic wide-baseline scenes: 5 references from
-            # the start gained as much on the weak queries but moved confident ones and cost every query (README)
+            # the start gained as much on the weak queries but moved confident ones and cost every query
+            # (docs/measurements.md)
             wider = self._search(query, list(query.refs) + list(query.more_refs), q_xyz, samples, ev, work)
             if wider.key >= found.key:
                 found = wider
@@ -163,13 +167,14 @@ class FeaturePnP:
         """The best hypothesis and its evidence from these references (see infer)."""
         c = self.conf
         q_uv = work.q_uv
-        frame, feats, gdesc = query.frame, query.features, query.global_descriptor
+        frame, feats = query.frame, query.features
         intr = frame.intrinsics
         pinhole = ev.intrinsics
         size = (intr.width, intr.height)
         for k in refs:
             if k not in work.matches:
-                work.matches[k] = keyframe_matches(self.matcher, feats, size, gdesc, self.map.keyframes[k])
+                m, sim, work.rotation[k] = keyframe_matches(self.matcher, feats, size, self.map.keyframes[k])
+                work.matches[k] = (m, sim)
         pooled = [work.matches[k] for k in refs]
         merged = False  # whether the fallback matcher's matches were added to the pooled ones
         qi, X, w = self._lift_matches(pooled, refs)
@@ -177,7 +182,7 @@ class FeaturePnP:
         refs_with_depth = [k for k, v in with_depth if v is not None]
         views = [v for _, v in with_depth if v is not None]
         # built on first use: the common, confident query never guides
-        guide_set = functools.cache(lambda: self._guide_set(refs, gdesc))
+        guide_set = functools.cache(lambda: self._guide_set(refs, work.rotation))
         guide = functools.partial(self._guide, q_xyz, feats, pinhole, guide_set, work)
 
         def judged(result):
@@ -208,7 +213,7 @@ class FeaturePnP:
         best = plain if confident or T0 is None else judged(guide(qi, X, w, T0))
         if weak(best) and self._fallback is not None:
             ev.fallback = True
-            extra = [self._fallback_matches(feats, gdesc, self.map.keyframes[k], intr)
+            extra = [self._fallback_matches(feats, self.map.keyframes[k], work.rotation[k], intr)
                      for k in refs[: int(c["fallback_references"])]]
             pooled = [(np.concatenate([a[0], b[0]]), np.r_[a[1], b[1]]) for a, b in zip(pooled, extra)] \
                 + pooled[len(extra):]
@@ -221,7 +226,7 @@ class FeaturePnP:
             for i, (k, per_ref) in enumerate(zip(refs, pooled)):
                 # a keyframe's own hypothesis is tried once per query: the second search, on more references, tries
                 # only the new ones' (trying the first ones' again changed no answer on the hard benchmark and cost
-                # refused queries 25 % of their time: README)
+                # refused queries 25 % of their time: docs/measurements.md)
                 own = (k, merged and i < int(c["fallback_references"]))
                 if own in work.tried:
                     continue
@@ -257,13 +262,14 @@ class FeaturePnP:
             w.append(np.asarray(sim, np.float32)[ok])
         return np.concatenate(qi), np.concatenate(X), np.concatenate(w)
 
-    def _guide_set(self, refs, gdesc):
-        """(3D points, descriptors) that guided matching projects: each reference's stored rotation closest to the
-        query's, the one its global matches come from. The other rotations hold copies of the same points, described
+    def _guide_set(self, refs, rotation):
+        """(3D points, descriptors) that guided matching projects: each reference's stored rotation that its global
+        matches come from (rotation: keyframe -> index). The other rotations hold copies of the same points, described
         from a turned image: they tripled the window search and the re-solve's matches (guided matching 50-70 ->
-        20-26 ms on fr1_rpy's slowest queries; the hard benchmark's real scenes kept their figures: README)."""
+        20-26 ms on fr1_rpy's slowest queries; the hard benchmark's real scenes kept their figures:
+        docs/measurements.md)."""
         kfs = [self.map.keyframes[k] for k in refs]
-        subs = [(kf, kf.closest_rotation_subset(gdesc)) for kf in kfs]
+        subs = [(kf, kf.rotation_subset(rotation[k])) for k, kf in zip(refs, kfs)]
         return (np.concatenate([kf.points3d[sub] for kf, sub in subs]),
                 np.concatenate([kf.features.descriptors[sub] for kf, sub in subs]))
 
@@ -315,9 +321,9 @@ class FeaturePnP:
         the chosen pose (and, with query depth, agreeing with the keyframes' depth as well: depth_agreement(T)). A
         periodic place (identical shelves, cubicles) makes two strong, mutually exclusive poses; on the hard
         benchmark's synthetic scenes wrong answers had 214-482 inliers and their depth agreeing, and only a rival
-        this strong told them apart (README "Ambiguous places"). With query depth, a weaker rival counts too when
-        the depth agrees clearly better with it than with the chosen pose. Costs one PnP per dissenting keyframe
-        only."""
+        this strong told them apart (docs/measurements.md "Ambiguous places"). With query depth, a weaker rival
+        counts too when the depth agrees clearly better with it than with the chosen pose. Costs one PnP per
+        dissenting keyframe only."""
         c = self.conf
         ratio, floor = float(c["ambiguity_ratio"]), int(c["ambiguity_min_inliers"])
         margin = float(c["ambiguity_depth_margin"]) if depth_agreement is not None else 0.0
@@ -368,11 +374,11 @@ class FeaturePnP:
             return 0
         return int((reprojection_errors(T, uv, X, pinhole) < tau_px).sum())
 
-    def _fallback_matches(self, feats, gdesc, kf, intr):
+    def _fallback_matches(self, feats, kf, rotation, intr):
         """The fallback matcher on the query's and the keyframe's strongest keypoints (its cost grows with the
         square of their number), indices mapped back to the full sets."""
         k = int(self.conf["fallback_keypoints"])
-        sub = kf.closest_rotation_subset(gdesc)
+        sub = kf.rotation_subset(rotation)
         sub = sub[np.argsort(-kf.features.scores[sub], kind="stable")[:k]]
         qsub = np.argsort(-feats.scores, kind="stable")[:k]
         m, sim = self._fallback(feats.subset(qsub), (intr.width, intr.height), kf.features.subset(sub),

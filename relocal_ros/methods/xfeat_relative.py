@@ -27,8 +27,7 @@ class FeatureRelative:
         intr = query.frame.intrinsics
         for kf_id in query.refs:
             kf = self.map.keyframes[kf_id]
-            m, _ = keyframe_matches(self.matcher, query.features, (intr.width, intr.height),
-                                    query.global_descriptor, kf)
+            m, _, _ = keyframe_matches(self.matcher, query.features, (intr.width, intr.height), kf)
             if len(m) == 0:
                 continue
             h, _ = relative_pose_hypothesis(kf_id, kf.T_map_cam, kf.features.keypoints[m[:, 1]], kf.intrinsics,

@@ -162,7 +162,8 @@ class ManagedNode(LifecycleNode):
 
     # run_node's executor: threads for callbacks that may block (a map save, a wait for a mapping pose). Nodes whose
     # callbacks are short set 1: rclpy's MultiThreadedExecutor picked up the solver's evidence up to 330 ms (p95)
-    # after the message had arrived (README, "live graph"); the single-threaded one within 1.4 ms
+    # after the message had arrived (docs/measurements.md, "The executor was the rest of it"); the single-threaded
+    # one within 1.4 ms
     executor_threads: int = 3
 
     def __init__(self, name: str, **kwargs):

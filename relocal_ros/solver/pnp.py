@@ -33,7 +33,8 @@ def solve_pnp_ransac(image_points: np.ndarray, map_points: np.ndarray, intr: Int
     camera = {"model": "PINHOLE", "width": intr.width, "height": intr.height,
               "params": [intr.fx, intr.fy, intr.cx, intr.cy]}
     # poselib's default runs 3x the iterations that give one all-inlier sample at 99.99 %; the standard count (1x)
-    # cut the solver's PnP from 313 to 106 iterations (median, fr1_rpy), same figures on the hard benchmark (README)
+    # cut the solver's PnP from 313 to 106 iterations (median, fr1_rpy), same figures on the hard benchmark
+    # (docs/measurements.md)
     ransac = {"max_reproj_error": float(max_reproj_error), "max_iterations": int(max_iterations),
               "min_iterations": int(min(min_iterations, max_iterations)), "success_prob": 0.9999,
               "dyn_num_trials_mult": 1.0, "seed": int(seed)}
@@ -133,7 +134,8 @@ def pose_covariance(T_map_cam: np.ndarray, uv: np.ndarray, X: np.ndarray, intr: 
         # independent pixel noise averages out over hundreds of points, so the pose is claimed exact along the
         # direction that moves them all alike; one shift shared by every point does not: pushed through the same
         # least squares (G: pose change per pixel of shift), it restores that direction's width (synthetic demo
-        # scenes: 71-86 % of right poses inside the 6-DoF 95 % ellipsoid, 96-100 % with it; README "Covariance");
+        # scenes: 71-86 % of right poses inside the 6-DoF 95 % ellipsoid, 96-100 % with it; docs/measurements.md
+        # "Covariance");
         # a shift of (du, dv) moves every residual pair alike, so its column in Jᵀ W sums over the points
         G = cov @ (J.T * w).reshape(6, -1, 2).sum(1)
         cov = cov + common_pixel_sigma ** 2 * (G @ G.T)

@@ -7,7 +7,7 @@ Why: a cell's scene coordinate is often 5–20 cm off (fr1_rpy queries: 26 / 45 
 300 s DSAC++ head), and PnP over rays of 16–32 px cells turns that into poses 5–18 cm off, most of which the depth
 check refuses. The depth fixes each pair's range, so a consensus of roughly right cells gives a roughly right pose,
 and ICP then puts the query's surfaces onto the map's: on the same head and fr1_rpy queries, 24 % → 74 % within
-5 cm / 5° (README "Scene coordinates with the query's depth")."""
+5 cm / 5° (docs/measurements.md "Scene coordinates with the query's depth")."""
 from __future__ import annotations
 
 import numpy as np

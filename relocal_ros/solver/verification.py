@@ -81,6 +81,15 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float((a * b).sum() / d) if d > 1e-9 else float("nan")
 
 
+def consistency_tolerance(z_query, z_keyframe, k_sigma: float = 3.0, floor_m: float = 0.03):
+    """How far (m) a query depth sample may lie from the keyframe's measurement and still count as consistent: the
+    two sensor noises, plus 2 % of range (the thumbnail's pixels average a patch, slanted surfaces vary within it).
+    A pose off by less than this along the view passes the check: the check cannot see it."""
+    z_query, z_keyframe = np.asarray(z_query, np.float64), np.asarray(z_keyframe, np.float64)
+    noise = np.sqrt(depth_sensor_sigma(z_query) ** 2 + depth_sensor_sigma(z_keyframe) ** 2)
+    return np.maximum(floor_m, k_sigma * noise) + 0.02 * z_keyframe
+
+
 def dense_consistency(T_map_cam: np.ndarray, query_points: np.ndarray, views: list[DepthView],
                       k_sigma: float = 3.0, floor_m: float = 0.03,
                       query_grey: np.ndarray | None = None) -> DenseCheck:
@@ -110,9 +119,7 @@ def dense_consistency(T_map_cam: np.ndarray, query_points: np.ndarray, views: li
         has = np.isfinite(zk) & (zk > 0.1)
         idx, zk, iu, iv = idx[has], zk[has], iu[has], iv[has]
         zp = pc[idx, 2]
-        tol = np.maximum(floor_m, k_sigma * np.sqrt(depth_sensor_sigma(zp) ** 2 + depth_sensor_sigma(zk) ** 2)) \
-            + 0.02 * zk  # + 2 % of range: the thumbnail's pixels average a patch, slanted surfaces vary within it
-        agree = np.abs(zp - zk) <= tol
+        agree = np.abs(zp - zk) <= consistency_tolerance(zp, zk, k_sigma, floor_m)
         consistent[idx[agree]] = True
         violated[idx[~agree]] = True
         if query_grey is not None and v.grey is not None and agree.sum() >= 20:
@@ -193,7 +200,7 @@ def nearest_views(viewpoints: tuple[np.ndarray, np.ndarray], T_map_cam: np.ndarr
     units of `degrees` (the hard benchmark's sparse-map keyframe spacing). Centres alone chose keyframes looking
     elsewhere where the camera turns in place: on fr1 (DSAC++, one trained head) two poses 17-18 cm / 8-10 deg off
     agreed with those views' depth at 0.65 each; with these views at 0.52-0.54, below min_dense_consistency, where the
-    poses within 10 cm / 10 deg agree at 0.44-0.96 (README, "DSAC++ again")."""
+    poses within 10 cm / 10 deg agree at 0.44-0.96 (docs/measurements.md, "DSAC++ again")."""
     centres, axes = viewpoints
     if len(centres) == 0:
         return []
