@@ -205,9 +205,9 @@ class PoseSolver:
             return est
         # guided matches cannot vouch for the pose they were chosen to fit; the query's depth and brightness can: a
         # wrong pose rarely puts the query's surfaces on the map's with the same texture on them
-        depth_vouched = n_indep < c["min_independent_inliers"] and c["depth_vouches"] and not dense_why \
-            and self._depth_confirms(ev)
-        if n_indep < c["min_independent_inliers"] and not depth_vouched:
+        few_independent = n_indep < c["min_independent_inliers"]
+        depth_vouched = few_independent and c["depth_vouches"] and not dense_why and self._depth_confirms(ev)
+        if few_independent and not depth_vouched:
             est.reason = (f"{n_indep} inliers among the globally matched correspondences < "
                           f"min_independent_inliers {c['min_independent_inliers']} (guided matches cannot vouch)")
             return est

@@ -528,27 +528,28 @@ def test_the_matches_choose_the_rotation_where_the_retrieval_descriptor_picks_a_
     import dataclasses
 
     from relocal_ros.mapping.builder import build_map
+    from relocal_ros.matching.features import mutual_nearest_neighbours
     from relocal_ros.methods.base import keyframe_matches
     from relocal_ros.pipeline import Relocalizer
     from relocal_ros.solver.pnp import reprojection_errors
     query = next(f for f in open_source(tum_rpy) if f.stamp == "1305031236.461654")
     kmap = build_map(open_source(tum_desk), {}, progress=False)
+    relocalizer = Relocalizer(kmap, {})
     kf = next(k for k in kmap.keyframes if k.stamp == "1305031469.296754")
     feats, gdesc = kmap.encoder(query.rgb)
 
     def true_matches(m):  # query keypoints within 8 px of their keyframe point projected with the true pose
         return int((reprojection_errors(query.pose, feats.keypoints[m[:, 0]], kf.points3d[m[:, 1]],
                                         query.intrinsics) < 8).sum())
-    m, _, chosen = keyframe_matches(Relocalizer(kmap, {}).engine.method.matcher, feats, (640, 480), kf)
+    m, _, chosen = keyframe_matches(relocalizer.engine.method.matcher, feats, (640, 480), kf)
     assert kmap.rotations[chosen] == 0.0 and true_matches(m) >= 15, true_matches(m)
     by_descriptor = int(np.argmax(kf.global_descriptors @ gdesc))
     assert by_descriptor != chosen  # the choice this replaced
-    from relocal_ros.matching.features import mutual_nearest_neighbours
     sub = kf.rotation_subset(by_descriptor)
     wrong = mutual_nearest_neighbours(feats.descriptors, kf.features.descriptors[sub])
     assert true_matches(np.c_[wrong[:, 0], sub[wrong[:, 1]]]) <= 5
 
-    est = Relocalizer(kmap, {}).localize(dataclasses.replace(query, pose=None))
+    est = relocalizer.localize(dataclasses.replace(query, pose=None))
     assert est.accepted, est.reason
     dt, dr = pose_error(est.T_map_cam, query.pose)
     assert dt < 0.1 and dr < 5, (dt, dr)
