@@ -35,6 +35,9 @@ def test_mutual_nearest_neighbours_and_ratio_test_by_hand():
     # far (ratio 1): ambiguous, removed
     assert mutual_nearest_neighbours(q, r, 0.0, max_ratio=0.8).tolist() == [[0, 0]]
     assert mutual_nearest_neighbours(np.zeros((0, 2)), r).shape == (0, 2)
+    # two query descriptors equally near one keyframe descriptor: one-to-one, the first keeps it
+    assert mutual_nearest_neighbours(np.array([[1, 0], [1, 0], [0, 1]], float), np.array([[1, 0], [0, 1]], float),
+                                     0.0).tolist() == [[0, 0], [2, 1]]
 
 
 def test_merge_conf_coerces_to_the_default_type_and_refuses_unknown_keys():
