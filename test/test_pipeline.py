@@ -47,6 +47,22 @@ def test_mismatched_camera_info_is_refused_not_crashed(plane_reloc):
     assert not est.accepted and "H x W x 3 uint8" in est.reason
 
 
+def test_warm_up_builds_the_feature_session_for_the_image_size_before_the_first_timed_query(plane_reloc, tmp_path):
+    """`relocal localize` warms up on each new image size so that its printed latency is the queries', not the
+    ONNX export's (1-3 s on the first image). A map loaded from disk builds its XFeat session on first use."""
+    from relocal_ros.mapping.keyframe_map import KeyframeMap
+    plane_reloc.engine.map.save(tmp_path / "map")
+    reloc = Relocalizer(KeyframeMap.load(tmp_path / "map"))
+    sessions = reloc.engine.map.encoder.extractor._sessions
+    assert sessions == {}
+    q = ps.query_frames()[0]
+    q.pose = None
+    reloc.warm_up(q)
+    assert len(sessions) == 1  # the size XFeat works at (the image scaled to its working width)
+    a, b = reloc.localize(q), reloc.localize(q)
+    assert a.accepted and np.array_equal(a.T_map_cam, b.T_map_cam)  # nothing of the warm-up carried over
+
+
 def test_unknown_conf_key_is_rejected():
     with pytest.raises(KeyError, match="unknown configuration key"):
         merge_conf(default_conf(), {"solver": {"min_inlier": 3}})
