@@ -84,6 +84,7 @@ VARIANTS = {
     "relocal default, 5 references": ({}, {"inference": {"num_references": 5}}),
     "relocal default, no extra references": ({}, {"inference": {"extra_references": 0}}),
     "relocal RGB only, no extra references": ({}, {"inference": {"use_depth": False, "extra_references": 0}}),
+    "relocal default, 4 extra references": ({}, {"inference": {"extra_references": 4}}),
     # full-resolution XFeat for map and queries (issue #16 item 2), as many keypoints as the default, then twice
     "relocal default, XFeat 640x480": ({"extractor_conf": {"width": 640, "height": 480}}, {}),
     "relocal default, XFeat 640x480, 2048 keypoints": (
