@@ -129,7 +129,7 @@ def _cmd_bag_from_dataset(a) -> int:
 def _cmd_split(a) -> int:
     from relocal_ros.data.splits import split_tum
     map_dir, query_dir = split_tum(a.source, a.map_out, a.query_out, a.ratio)
-    print(f"map split -> {map_dir}\nquery split -> {query_dir}")
+    print(f"map split -> {map_dir}\nquery split -> {query_dir}\n(their rgb/ and depth/ link to {a.source}'s images)")
     return 0
 
 
@@ -238,7 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "only those topics, as a robot records them")
     s.set_defaults(func=_cmd_bag_from_dataset)
 
-    s = sub.add_parser("split", help="split a TUM folder into a map part (first RATIO of frames) and a query part")
+    s = sub.add_parser("split", help="split a TUM folder into a map part (first RATIO of frames) and a query part; "
+                       "their rgb/ and depth/ are links to the source's folders (the images are shared, not copied: "
+                       "copy with cp -rL before editing any)")
     s.add_argument("source")
     s.add_argument("--map-out", required=True)
     s.add_argument("--query-out", required=True)
