@@ -85,6 +85,8 @@ VARIANTS = {
     "relocal default, no extra references": ({}, {"inference": {"extra_references": 0}}),
     "relocal RGB only, no extra references": ({}, {"inference": {"use_depth": False, "extra_references": 0}}),
     "relocal default, 4 extra references": ({}, {"inference": {"extra_references": 4}}),
+    # keyframes also stored turned by +-90 deg in the image plane (for cameras that roll that far)
+    "relocal default, +-90 deg copies too": ({"rotations": [0.0, 45.0, -45.0, 90.0, -90.0]}, {}),
     # full-resolution XFeat for map and queries (issue #16 item 2), as many keypoints as the default, then twice
     "relocal default, XFeat 640x480": ({"extractor_conf": {"width": 640, "height": 480}}, {}),
     "relocal default, XFeat 640x480, 2048 keypoints": (

@@ -15,8 +15,12 @@ log = logging.getLogger("relocal")
 def _cmd_build_map(a) -> int:
     from relocal_ros.data.sources import open_source
     from relocal_ros.mapping.builder import build_map
+    from relocal_ros.settings import parse_assignment
     conf = {name: getattr(a, name) for name in _flags("mapping")}
     conf["pose_sigma"] = a.pose_sigma
+    for text in a.set or []:  # any other mapping setting
+        _, name, value = parse_assignment(text, stages=("mapping",))
+        conf[name] = value
     kmap = build_map(open_source(a.source), conf, progress=not a.quiet)
     version = kmap.save(a.out)
     print(f"map: {len(kmap)} keyframes -> {version}")
@@ -177,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pose-sigma", type=float, nargs=2, metavar=("M", "DEG"), default=None,
                    help="accuracy of the source's poses, kept in the map as the covariance floor for map error "
                         "(default: what the source states, e.g. exact for `relocal synth` scenes, else 0.01 m 1 deg)")
+    s.add_argument("--set", action="append", metavar="NAME=VALUE",
+                   help="any mapping setting (repeatable; lists in YAML, e.g. rotations=[0,45,-45,90,-90]; "
+                        "`python -m relocal_ros.settings --markdown` lists them)")
     s.set_defaults(func=_cmd_build_map)
 
     s = sub.add_parser("localize", help="localize every image of QUERY in MAP, write a TUM trajectory")

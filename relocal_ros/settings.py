@@ -302,15 +302,26 @@ def render_markdown_table() -> str:
     return "\n".join(rows) + "\n"
 
 
-def parse_assignment(text: str) -> tuple[str, str, Any]:
-    """'NAME=VALUE' (command line) -> (stage, name, value coerced and checked)."""
+def parse_assignment(text: str, stages=("inference", "solver")) -> tuple[str, str, Any]:
+    """'NAME=VALUE' (command line) -> (stage, name, value coerced and checked). A list or mapping setting takes its
+    value in YAML (`rotations=[0, 45, -45, 90, -90]`)."""
     name, eq, raw = text.partition("=")
     if not eq:
         raise ValueError(f"--set expects NAME=VALUE, got {text!r}")
     s = setting(name.strip())
-    if s.stage not in ("inference", "solver"):
-        raise ValueError(f"{s.name} is not a localization setting (stage {s.stage!r})")
-    value = s.coerce(raw.strip())
+    if s.stage not in stages:
+        what = "a localization" if "mapping" not in stages else f"a {' or '.join(stages)}"
+        raise ValueError(f"{s.name} is not {what} setting (stage {s.stage!r})")
+    if s.default is None or isinstance(s.default, (list, tuple, dict)):
+        import yaml
+        try:
+            value = yaml.safe_load(raw.strip())
+        except yaml.YAMLError:
+            raise ValueError(f"{s.name}: not a YAML value: {raw.strip()!r}") from None
+        if s.default is not None and not isinstance(value, type(s.default)):
+            raise ValueError(f"{s.name} must be a {type(s.default).__name__} in YAML, got {raw.strip()!r}")
+    else:
+        value = s.coerce(raw.strip())
     s.check(value)
     return s.stage, s.name, value
 

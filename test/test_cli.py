@@ -52,6 +52,23 @@ def test_user_errors_are_one_clear_line(tmp_path):
     assert p.returncode == 2 and "not a complete map version" in p.stderr
 
 
+def test_build_map_takes_any_mapping_setting_and_refuses_bad_ones_in_one_line(tum_desk, tmp_path):
+    """`build-map --set NAME=VALUE`: lists in YAML (keyframes stored turned by +-90 deg as well, for a camera that
+    rolls that far); a localization setting, a malformed list or a rotation list not starting upright: exit 2 and
+    one line, no map written."""
+    import json
+    relocal("build-map", tum_desk, "--out", tmp_path / "map", "--set", "rotations=[0, 90, -90]",
+            "--set", "vocabulary_words=8")
+    version = (tmp_path / "map" / "CURRENT").read_text().strip()
+    manifest = json.loads((tmp_path / "map" / version / "manifest.json").read_text())
+    assert manifest["rotations"] == [0.0, 90.0, -90.0]
+    for bad, why in (("min_similarity=0.5", "not a mapping setting"), ("rotations=[0, 45", "not a YAML value"),
+                     ("rotations=[45, 0]", "the first 0"), ("vocabulary_words=1", "must be in [2, 4096]")):
+        p = relocal("build-map", tum_desk, "--out", tmp_path / "bad", "--set", bad, check=False)
+        assert p.returncode == 2 and why in p.stderr and "Traceback" not in p.stderr, (bad, p.stderr)
+        assert not (tmp_path / "bad").exists()
+
+
 def test_evaluate_a_7scenes_split_copied_into_plain_folders(sevenscenes_stairs, tmp_path):
     """A split made by copying a 7-Scenes sequence's frames into a plain folder (not named seq-NN) numbers them as
     sequence 0; `evaluate` against the original sequence matches them by frame number. Where that is ambiguous (a

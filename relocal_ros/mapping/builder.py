@@ -26,6 +26,11 @@ def build_map(source, conf: dict | None = None, progress: bool = True) -> Keyfra
     if unknown:
         raise KeyError(f"unknown mapping settings {sorted(unknown)}; known: {sorted(defaults)}")
     conf = {**defaults, **(conf or {})}
+    rot = conf["rotations"]
+    if not isinstance(rot, (list, tuple)) or not rot or rot[0] != 0 or not all(
+            isinstance(r, (int, float)) and not isinstance(r, bool) and -180 <= r <= 180 for r in rot):
+        # the first stored rotation is the upright image: matching prefers it on ties (methods/base.py)
+        raise ValueError(f"rotations must be a list of in-plane angles in degrees (-180..180), the first 0, got {rot!r}")
     selector = KeyframeSelector(conf["min_translation"], conf["min_rotation_deg"])
     extractor = make_extractor(conf["extractor"], conf["extractor_conf"])
     selected, features, skipped, unreadable = [], [], 0, []
