@@ -99,6 +99,8 @@ VARIANTS = {
     "relocal default, covariance without the common pixel shift": ({}, {"solver": {"common_pixel_sigma": 0.0}}),
     # guided-only support refused whatever the query's depth says (docs/measurements.md "The depth vouches")
     "relocal default, the depth does not vouch": ({}, {"solver": {"depth_vouches": False}}),
+    # a query's references matched and their own hypotheses tried on one thread (the default uses two)
+    "relocal default, one search thread": ({}, {"inference": {"search_threads": 1}}),
 }
 DEFAULT_METHODS = list(METHODS)
 METHODS.update(LEARNED)

@@ -115,3 +115,24 @@ def test_the_map_states_its_pose_accuracy_and_the_covariance_floor_follows_it(pl
                      progress=False)
     ev = Relocalizer(kmap).engine.infer(q)
     assert (ev.map_sigma_m, ev.map_sigma_deg) == (0.002, 0.1)
+
+
+def test_two_search_threads_give_the_one_thread_answers_on_real_wide_baseline_queries(tum_rpy, tum_desk):
+    """fr1_rpy frames against a map of fr1_desk's frames (another recording, 0.2-1 m away): weak queries whose
+    references are matched and whose per-reference hypotheses are tried on two threads must get exactly the answers
+    of one thread (same poses, same refusals with the same reasons)."""
+    kmap = build_map(open_source(tum_desk), {}, progress=False)
+    queries = open_source(tum_rpy)
+    one = Relocalizer(kmap, {"inference": {"search_threads": 1}})
+    two = Relocalizer(kmap, {"inference": {"search_threads": 2}})
+    accepted = 0
+    for i in range(0, len(queries), 12):
+        f = queries[i]
+        f.pose = None
+        a, b = one.localize(f), two.localize(f)
+        assert (a.accepted, a.reason, a.inliers) == (b.accepted, b.reason, b.inliers), f.stamp
+        if a.accepted:
+            accepted += 1
+            assert np.array_equal(a.T_map_cam, b.T_map_cam) and np.array_equal(a.covariance, b.covariance)
+    assert accepted >= 3
+    assert one.engine.method._pool is None and two.engine.method._pool is not None  # the threads did the work

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -60,6 +61,9 @@ SETTINGS = MATCHING_SETTINGS + (
             "docs/measurements.md 'Ambiguous places')", _I, range=(0.0, 1.0), nodes=_N),
     Setting("strong_dense", MIN_DENSE_CONSISTENCY, "RGB-D: depth agreement below which the evidence counts as "
             "weak (look further)", _I, range=(0.0, 1.0), nodes=_N),
+    Setting("search_threads", 2, "threads that match a query's references and try their own hypotheses side by "
+            "side (poselib and numpy release the GIL; the same answers as one thread)", _I, range=(1, 64),
+            nodes=_N),
 )
 
 
@@ -108,6 +112,7 @@ class FeaturePnP:
         self._fallback = make_matcher(fb, conf) if fb and fb != conf["matcher"] \
             and keyframe_map.extractor == "xfeat" else None
         self._surfaces = SurfaceCache()  # keyframe depth as points + normals for ICP, built when first needed
+        self._pool = None  # search_threads > 1: a thread pool, started on first need
 
     def add_keyframe(self, keyframe) -> None:
         """Nothing to precompute: keyframe features and 3D points are stored in the map."""
@@ -171,10 +176,10 @@ class FeaturePnP:
         intr = frame.intrinsics
         pinhole = ev.intrinsics
         size = (intr.width, intr.height)
-        for k in refs:
-            if k not in work.matches:
-                m, sim, work.rotation[k] = keyframe_matches(self.matcher, feats, size, self.map.keyframes[k])
-                work.matches[k] = (m, sim)
+        new = [k for k in refs if k not in work.matches]
+        for k, (m, sim, r) in zip(new, self._map(
+                lambda k: keyframe_matches(self.matcher, feats, size, self.map.keyframes[k]), new)):
+            work.matches[k], work.rotation[k] = (m, sim), r
         pooled = [work.matches[k] for k in refs]
         merged = False  # whether the fallback matcher's matches were added to the pooled ones
         qi, X, w = self._lift_matches(pooled, refs)
@@ -223,20 +228,28 @@ class FeaturePnP:
         if weak(best) and c["guided_matching"] and len(refs) > 1:
             # an aliased structure can outvote the right pose in the pooled matches: each reference's own
             # hypothesis, guided over all references, competes on the same evidence
+            todo = []
             for i, (k, per_ref) in enumerate(zip(refs, pooled)):
                 # a keyframe's own hypothesis is tried once per query: the second search, on more references, tries
                 # only the new ones' (trying the first ones' again changed no answer on the hard benchmark and cost
                 # refused queries 25 % of their time: docs/measurements.md)
                 own = (k, merged and i < int(c["fallback_references"]))
-                if own in work.tried:
-                    continue
-                work.tried.add(own)
+                if own not in work.tried:
+                    work.tried.add(own)
+                    todo.append((k, per_ref))
+
+            def own_hypothesis(item):
+                k, per_ref = item
                 rq, rX, _ = self._lift_matches([per_ref], [k])
                 if len(rq) < 6:
-                    continue
+                    return None
                 T0 = self._first_hypothesis(q_uv[rq], rX, None if q_xyz is None else q_xyz[rq], pinhole)
-                if T0 is not None:
-                    best = better(judged(guide(qi, X, w, T0)), best)
+                return judged(guide(qi, X, w, T0)) if T0 is not None else None
+            guide_set(), work.tree  # built once, before the threads share them
+            # the hypotheses are independent: computed side by side, weighed in the references' order (same answer)
+            for j in self._map(own_hypothesis, todo):
+                if j is not None:
+                    best = better(j, best)
         if not confident and views and best[0][0] is not None and c["icp_recheck_m"] > 0:
             # the query's surfaces pull a pose that keypoints placed 10-70 cm off (repetitive texture, near-miss
             # guided matches) back onto the keyframes' surfaces: when ICP moves it that far, or the depth disagrees,
@@ -248,6 +261,15 @@ class FeaturePnP:
                 if moved > c["icp_recheck_m"] or weak(best):
                     best = better(judged(guide(qi, X, w, T_icp)), best)
         return _Found(best, pooled, list(refs), views, weak(best), key(best))
+
+    def _map(self, fn, items: list) -> list:
+        """[fn(item) ...] in order, on search_threads threads when there is more than one item."""
+        n = int(self.conf["search_threads"])
+        if n <= 1 or len(items) <= 1:
+            return [fn(x) for x in items]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(n, thread_name_prefix="relocal-search")
+        return list(self._pool.map(fn, items))
 
     def _lift_matches(self, per_ref, refs):
         """(query indices, map points, similarities) of the matches whose keyframe keypoint has a 3D point."""
