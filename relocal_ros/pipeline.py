@@ -347,10 +347,12 @@ class PoseSolver:
         return PnPResult(sub.T_map_cam, inliers, rms)
 
     def _map_sigma(self, ev: QueryEvidence) -> tuple[float, float]:
-        """The map's own statement of its pose accuracy when it has one, else the configured default."""
-        if np.isfinite(ev.map_sigma_m) and np.isfinite(ev.map_sigma_deg):
-            return ev.map_sigma_m, ev.map_sigma_deg
-        return self.conf["map_sigma_m"], self.conf["map_sigma_deg"]
+        """The map's own statement of its pose accuracy when it has one, else the configured default; never below
+        the floor (a map with exact poses still has points found and lifted by this pipeline)."""
+        c = self.conf
+        stated = np.isfinite(ev.map_sigma_m) and np.isfinite(ev.map_sigma_deg)
+        m, deg = (ev.map_sigma_m, ev.map_sigma_deg) if stated else (c["map_sigma_m"], c["map_sigma_deg"])
+        return max(m, c["min_map_sigma_m"]), max(deg, c["min_map_sigma_deg"])
 
     def _solve_relative(self, ev: QueryEvidence, est: PoseEstimate, t0: float) -> PoseEstimate:
         c = self.conf

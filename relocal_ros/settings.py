@@ -129,6 +129,11 @@ CORE: tuple[Setting, ...] = (
       "sequence's poses (mocap/SLAM) are good to about 1 cm / 1 deg", "solver", range=(0.0, 10.0),
       nodes=(SOLVER,)),
     S("map_sigma_deg", 1.0, "... and its rotation error (deg)", "solver", range=(0.0, 180.0), nodes=(SOLVER,)),
+    S("min_map_sigma_m", 0.002, "the least map error assumed, even where the map states exact poses (synthetic "
+      "scenes): the pipeline's own error that no number of points averages out (keypoints found at 512 x 384, depth "
+      "sampled under them); right answers on exact synthetic maps erred 2-4 mm / 0.07-0.16 deg rms (m)", "solver",
+      range=(0.0, 10.0), nodes=(SOLVER,)),
+    S("min_map_sigma_deg", 0.1, "... and its rotation part (deg)", "solver", range=(0.0, 180.0), nodes=(SOLVER,)),
     S("min_independent_inliers", 12, "inliers among matches found without a pose hypothesis (not guided), when the "
       "query's depth (or, RGB only, the keyframes' brightness) confirms the pose", "solver",
       range=(0, 1_000_000_000), nodes=(SOLVER,)),

@@ -8,7 +8,7 @@ from relocal_ros.data.splits import split_tum
 from relocal_ros.geometry.camera import Intrinsics
 from relocal_ros.geometry.poses import pose_error
 from relocal_ros.mapping.builder import build_map
-from relocal_ros.pipeline import Relocalizer, default_conf, merge_conf
+from relocal_ros.pipeline import PoseSolver, Relocalizer, default_conf, merge_conf
 
 
 @pytest.fixture(scope="module")
@@ -98,11 +98,13 @@ def test_the_map_states_its_pose_accuracy_and_the_covariance_floor_follows_it(pl
     assert np.isnan(ev.map_sigma_m)                      # this map does not state its accuracy: default floor
     est = plane_reloc.solver.solve(ev)
     default = est.covariance
+    # the model's terms, seen without the least map error the default solver assumes (checked at the end)
+    solver = PoseSolver({"min_map_sigma_m": 0.0, "min_map_sigma_deg": 0.0})
+    assert np.array_equal(solver.solve(ev).covariance, default)  # 1 cm / 1 deg is above that floor
     ev.map_sigma_m, ev.map_sigma_deg = 0.0, 0.0          # as a synthetic scene's map does: exact poses
-    exact = plane_reloc.solver.solve(ev).covariance
+    exact = solver.solve(ev).covariance
     ev.map_sigma_m, ev.map_sigma_deg = 0.01, 0.0         # position error alone: added as it is
-    assert np.allclose(np.diag(plane_reloc.solver.solve(ev).covariance)[:3] - np.diag(exact)[:3], 0.01 ** 2,
-                       rtol=1e-3)
+    assert np.allclose(np.diag(solver.solve(ev).covariance)[:3] - np.diag(exact)[:3], 0.01 ** 2, rtol=1e-3)
     # orientation error: added to the rotation, and to the position through the lever arm of the points' range
     # (1 deg at range z moves them by z * 0.0175), averaged over the retrieved keyframes
     T_cam_map = np.linalg.inv(est.T_map_cam)
@@ -113,8 +115,15 @@ def test_the_map_states_its_pose_accuracy_and_the_covariance_floor_follows_it(pl
     assert np.allclose(np.diag(default)[3:] - np.diag(exact)[3:], np.radians(1.0) ** 2, rtol=1e-3)
     kmap = build_map(ps.map_frames()[:4], {"vocabulary": "map", "vocabulary_words": 16, "pose_sigma": (0.002, 0.1)},
                      progress=False)
-    ev = Relocalizer(kmap).engine.infer(q)
-    assert (ev.map_sigma_m, ev.map_sigma_deg) == (0.002, 0.1)
+    stated = Relocalizer(kmap).engine.infer(q)
+    assert (stated.map_sigma_m, stated.map_sigma_deg) == (0.002, 0.1)
+    # a map that states exact poses still has points found and lifted by this pipeline: the default solver assumes
+    # at least 2 mm / 0.1 deg (the floor's defaults), so "exact" publishes what a map stating those would
+    ev.map_sigma_m, ev.map_sigma_deg = 0.0, 0.0
+    floored = plane_reloc.solver.solve(ev).covariance
+    ev.map_sigma_m, ev.map_sigma_deg = 0.002, 0.1
+    assert np.array_equal(floored, plane_reloc.solver.solve(ev).covariance)
+    assert np.all(np.diag(floored) > np.diag(exact))
 
 
 def test_two_search_threads_give_the_one_thread_answers_on_real_wide_baseline_queries(tum_rpy, tum_desk):

@@ -877,3 +877,33 @@ def test_weak_evidence_from_the_best_references_looks_at_the_next_candidates(sun
     assert est.accepted, est.reason
     dt, dr = pose_error(est.T_map_cam, truth)
     assert dt < 0.1 and dr < 5, (dt, dr)
+
+
+@pytest.mark.slow
+def test_right_answers_on_an_exact_synthetic_map_lie_inside_their_95_percent_ellipsoid(tmp_path):
+    """`relocal synth`'s scenes state exact keyframe poses, yet the points the pipeline finds and lifts are not
+    exact: right answers erred 2-4 mm / 0.07-0.16 deg rms while, with no map error at all, their covariance claimed
+    about a third of that (6-DoF coverage 66-84 % of right answers on seeds 3, 7, 11, 19, 23). The solver's least map
+    error (min_map_sigma_*) must keep them inside the ellipsoid (seed 11 rendered at full size, map = seq-01,
+    queries = seq-02)."""
+    from relocal_ros.data.synth import generate_scene
+    from relocal_ros.evaluation.metrics import CHI2_95, mahalanobis_sq
+    from relocal_ros.mapping.builder import build_map
+    from relocal_ros.pipeline import Relocalizer
+    scene = generate_scene(tmp_path / "scene", 11, workers=1, progress=False)
+    reloc = Relocalizer(build_map(open_source(scene / "seq-01"), progress=False))
+    assert reloc.engine.infer(open_source(scene / "seq-02")[0]).map_sigma_m == 0.0  # the map says: exact poses
+    inside3 = inside6 = right = 0
+    for frame in open_source(scene / "seq-02"):
+        truth, frame.pose = frame.pose, None
+        est = reloc.localize(frame)
+        if not est.accepted:
+            continue
+        dt, dr = pose_error(est.T_map_cam, truth)
+        if dt < 0.05 and dr < 5.0:
+            right += 1
+            d3, d6 = mahalanobis_sq(est.T_map_cam, est.covariance, truth)
+            inside3 += d3 < CHI2_95[3]
+            inside6 += d6 < CHI2_95[6]
+    assert right >= 40
+    assert inside3 >= 0.9 * right and inside6 >= 0.9 * right, (right, inside3, inside6)

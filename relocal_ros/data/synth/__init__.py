@@ -76,7 +76,8 @@ def generate_scene(out_dir, seed: int, *, width: int = 640, height: int = 480, n
     scene, _ = build_scene(seed)
     intr = scene_intrinsics(width, height)
     seqs = trajectories(scene, seed, n_map, n_query, intr, n_wide_queries=wide_queries)
-    # the poses are the renderer's own: exact, which the map records so that the solver adds no map-error floor
+    # the poses are the renderer's own: exact, which the map records so that the solver adds no map-pose error
+    # (only its least map error for what the pipeline itself adds, solver min_map_sigma_*)
     save_calibration_yaml(out / "calibration.yaml", intr, DEPTH_SCALE, extra={"pose_sigma_m": 0.0, "pose_sigma_deg": 0.0},
                           comment=f"relocal synth seed {seed}: ideal pinhole, depth PNG in millimetres")
     (out / "scene.json").write_text(json.dumps(scene.to_dict(), indent=1))
