@@ -891,8 +891,9 @@ def test_right_answers_on_an_exact_synthetic_map_lie_inside_their_95_percent_ell
     from relocal_ros.mapping.builder import build_map
     from relocal_ros.pipeline import Relocalizer
     scene = generate_scene(tmp_path / "scene", 11, workers=1, progress=False)
-    reloc = Relocalizer(build_map(open_source(scene / "seq-01"), progress=False))
-    assert reloc.engine.infer(open_source(scene / "seq-02")[0]).map_sigma_m == 0.0  # the map says: exact poses
+    kmap = build_map(open_source(scene / "seq-01"), progress=False)
+    assert kmap.metadata["pose_sigma_m"] == 0.0  # the map says: exact poses
+    reloc = Relocalizer(kmap)
     inside3 = inside6 = right = 0
     for frame in open_source(scene / "seq-02"):
         truth, frame.pose = frame.pose, None

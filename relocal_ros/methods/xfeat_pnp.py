@@ -245,7 +245,8 @@ class FeaturePnP:
                     return None
                 T0 = self._first_hypothesis(q_uv[rq], rX, None if q_xyz is None else q_xyz[rq], pinhole)
                 return judged(guide(qi, X, w, T0)) if T0 is not None else None
-            guide_set(), work.tree  # built once, before the threads share them
+            if len(todo) > 1:  # built once before the threads share them (each would build its own copy)
+                guide_set(), work.tree
             # the hypotheses are independent: computed side by side, weighed in the references' order (same answer)
             for j in self._map(own_hypothesis, todo):
                 if j is not None:
