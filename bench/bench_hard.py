@@ -83,6 +83,7 @@ LEARNED = {
 VARIANTS = {
     "relocal default, 5 references": ({}, {"inference": {"num_references": 5}}),
     "relocal default, no extra references": ({}, {"inference": {"extra_references": 0}}),
+    "relocal default, 1 extra reference": ({}, {"inference": {"extra_references": 1}}),
     "relocal RGB only, no extra references": ({}, {"inference": {"use_depth": False, "extra_references": 0}}),
     "relocal default, 4 extra references": ({}, {"inference": {"extra_references": 4}}),
     # keyframes also stored turned by +-90 deg in the image plane (for cameras that roll that far)
