@@ -70,13 +70,14 @@ SETTINGS = MATCHING_SETTINGS + (
 @dataclasses.dataclass
 class _QueryWork:
     """What the searches of one query share, so that a second search on more references does not redo it: each
-    keyframe's global matches, the keyframes whose own hypothesis was tried, the guided re-solves by their
-    correspondences (the same correspondences and seed give the same pose: a copy, not an approximation), and the
-    query keypoints' KD-tree."""
+    keyframe's global matches, the keyframes whose own hypothesis was tried, whether ICP was tried, the guided
+    re-solves by their correspondences (the same correspondences and seed give the same pose: a copy, not an
+    approximation), and the query keypoints' KD-tree."""
     q_uv: np.ndarray
     matches: dict = dataclasses.field(default_factory=dict)
     rotation: dict = dataclasses.field(default_factory=dict)  # keyframe -> the stored rotation its matches used
     tried: set = dataclasses.field(default_factory=set)
+    refined: bool = False  # ICP against the keyframes' depth was tried on a hypothesis
     solves: dict = dataclasses.field(default_factory=dict)
 
     @functools.cached_property
@@ -93,7 +94,6 @@ class _Found:
     views: list
     weak: bool
     key: tuple
-    refined: bool = False  # whether ICP against the keyframes' depth was tried on a hypothesis
 
 
 class FeaturePnP:
@@ -142,11 +142,7 @@ class FeaturePnP:
             # obliquely): the next candidates may see it better. Synthetic wide-baseline scenes: 5 references from
             # the start gained as much on the weak queries but moved confident ones and cost every query
             # (docs/measurements.md)
-            # ICP once per query: tried again on the wider search's best, it changed no answer within 10 cm/10 deg
-            # on the hard benchmark's 18 scenes and cost the weak queries ~7 ms (docs/measurements.md "The second
-            # search's ICP")
-            wider = self._search(query, list(query.refs) + list(query.more_refs), q_xyz, samples, ev, work,
-                                 refine=not found.refined)
+            wider = self._search(query, list(query.refs) + list(query.more_refs), q_xyz, samples, ev, work)
             if wider.key >= found.key:
                 found = wider
         ev.keyframe_ids = list(found.refs)
@@ -173,9 +169,8 @@ class FeaturePnP:
                 ev.dense_consistency, ev.dense_judged, ev.dense_samples = chk.consistency, chk.judged, chk.samples
                 ev.dense_photometric = chk.photometric
 
-    def _search(self, query: Query, refs: list[int], q_xyz, samples, ev, work: _QueryWork,
-                refine: bool = True) -> "_Found":
-        """The best hypothesis and its evidence from these references (see infer); refine: try ICP on it."""
+    def _search(self, query: Query, refs: list[int], q_xyz, samples, ev, work: _QueryWork) -> "_Found":
+        """The best hypothesis and its evidence from these references (see infer)."""
         c = self.conf
         q_uv = work.q_uv
         frame, feats = query.frame, query.features
@@ -257,8 +252,11 @@ class FeaturePnP:
             for j in self._map(own_hypothesis, todo):
                 if j is not None:
                     best = better(j, best)
-        refined = bool(refine and not confident and views and best[0][0] is not None and c["icp_recheck_m"] > 0)
-        if refined:
+        # ICP once per query: tried again on the second search's best, it changed no answer within 10 cm/10 deg on
+        # the hard benchmark's 18 scenes and cost the weak queries ~7 ms (docs/measurements.md "The second search's
+        # ICP")
+        if not work.refined and not confident and views and best[0][0] is not None and c["icp_recheck_m"] > 0:
+            work.refined = True
             # the query's surfaces pull a pose that keypoints placed 10-70 cm off (repetitive texture, near-miss
             # guided matches) back onto the keyframes' surfaces: when ICP moves it that far, or the depth disagrees,
             # matching is guided again from the ICP pose and the two compete on the same evidence
@@ -268,7 +266,7 @@ class FeaturePnP:
                 moved = np.linalg.norm(T_icp[:3, 3] - best[0][0][:3, 3])
                 if moved > c["icp_recheck_m"] or weak(best):
                     best = better(judged(guide(qi, X, w, T_icp)), best)
-        return _Found(best, pooled, list(refs), views, weak(best), key(best), refined)
+        return _Found(best, pooled, list(refs), views, weak(best), key(best))
 
     def _map(self, fn, items: list) -> list:
         """[fn(item) ...] in order, on search_threads threads when there is more than one item."""
