@@ -4,10 +4,16 @@ run on the same map and query frames (never pooled).
 
 Scenes (from ../shared/data, each skipped with a note when absent):
   fr1_rpy-sparse   map = first 60 % of TUM fr1_rpy with keyframes >= 0.3 m / 20 deg apart, queries = the other 40 %
-  fr1_desk         the same sparse map; queries = the 5 frames of fr1_desk (another recording of the office)
+  fr1_rpy-reversed[-sparse]  the same recording the other way round: map = its last 60 % (keyframes as
+                   `relocal build-map` spaces them by default; -sparse: >= 0.3 m / 20 deg apart), queries = the
+                   first 40 %; never tuned on (first run 2026-12-07)
+  fr1_desk         the sparse map of fr1_rpy-sparse; queries = the 5 frames of fr1_desk (another recording of the
+                   office)
   fr1_rpy vs fr1_desk map  the other way round: map = the 5 fr1_desk frames, queries = all 181 fr1_rpy frames
   sun3d-frag1      SUN3D study room, fragment 1: map = its first 60 %, queries = the rest
   sun3d-frag2      the same for fragment 2
+  sun3d-fragN-reversed  the other way round: map = the fragment's last 60 %, queries = its first 40 % (never tuned
+                   on, first run 2026-12-07)
   sun3d-fragN-sparse  the same splits with keyframes >= 0.3 m / 20 deg apart: 1 (fragment 1) or 2 keyframes, the
                    queries 0.27-0.28 m (median) from the nearest one, 15 deg (fragment 1) or 3 deg (fragment 2)
   sun3d-cross      map = all of fragment 1, queries = fragment 2 (a different view of repetitive cubicles; the two
@@ -150,6 +156,12 @@ def scenes(data: Path, work: Path, synthetic_seeds=()):
         q = subset_tum(rpy, work / "rpy_query", st[cut:], False)
         gt = open_source(rpy).track
         yield "fr1_rpy-sparse", m, sparse, q, gt, (0.10, 10.0)
+        # the same recording the other way round, never tuned on (first run 2026-12-07): map = its last 60 % as
+        # `relocal build-map` makes it by default (and sparse), queries = the first 40 %
+        rm = subset_tum(rpy, work / "rpy_rev_map", st[len(st) - cut:], True)
+        rq = subset_tum(rpy, work / "rpy_rev_query", st[:len(st) - cut], False)
+        yield "fr1_rpy-reversed", rm, {}, rq, gt, (0.10, 10.0)
+        yield "fr1_rpy-reversed-sparse", rm, sparse, rq, gt, (0.10, 10.0)
         if (desk / "rgb.txt").is_file():
             yield "fr1_desk", m, sparse, desk, open_source(desk).track, (0.10, 10.0)
             # the other way round: another recording's 5 frames as the whole map, every fr1_rpy frame a query (the
@@ -170,6 +182,10 @@ def scenes(data: Path, work: Path, synthetic_seeds=()):
             cut = int(round(0.6 * len(fs)))
             yield (f"sun3d-{name}", subset_tum(sun, work / f"sun_{name}_map", fs[:cut], True), {},
                    subset_tum(sun, work / f"sun_{name}_query", fs[cut:], False), gt, (0.10, 10.0))
+        for name, fs in frags.items():  # the other way round: map = the last 60 %, never tuned on (2026-12-07)
+            cut = len(fs) - int(round(0.6 * len(fs)))
+            yield (f"sun3d-{name}-reversed", subset_tum(sun, work / f"sun_{name}_rev_map", fs[cut:], True), {},
+                   subset_tum(sun, work / f"sun_{name}_rev_query", fs[:cut], False), gt, (0.10, 10.0))
         for name in frags:  # the same splits, a keyframe only every 0.3 m / 20 deg: 1-2 keyframes
             yield (f"sun3d-{name}-sparse", work / f"sun_{name}_map", sparse, work / f"sun_{name}_query", gt,
                    (0.10, 10.0))
