@@ -142,6 +142,15 @@ TUNED_SEEDS = (9001, 9002, 9003, 9004)
 HELD_OUT_SEEDS = (9005, 9006, 9007, 9008)
 
 
+def protocol_split(stamps: list[str], reverse: bool = False) -> tuple[list[str], list[str]]:
+    """(map stamps, query stamps): the first 60 % of a recording and the rest (the rule of `relocal_ros.data.splits.
+    split_tum`), or, reversed, the last 60 % and the first 40 % (a split no rule was chosen on)."""
+    n_map = int(round(0.6 * len(stamps)))
+    if reverse:
+        return stamps[len(stamps) - n_map:], stamps[:len(stamps) - n_map]
+    return stamps[:n_map], stamps[n_map:]
+
+
 def scenes(data: Path, work: Path, synthetic_seeds=()):
     """(name, map source, map build overrides, query source, ground-truth lookup, correct (m, deg))."""
     rpy = data / "tum_rgbd" / "rgbd_dataset_freiburg1_rpy"
@@ -151,15 +160,16 @@ def scenes(data: Path, work: Path, synthetic_seeds=()):
     sparse = {"min_translation": 0.3, "min_rotation_deg": 20.0}
     if (rpy / "rgb.txt").is_file():
         st = [s for s, _ in read_file_list(rpy / "rgb.txt")]
-        cut = int(round(0.6 * len(st)))
-        m = subset_tum(rpy, work / "rpy_map", st[:cut], True)
-        q = subset_tum(rpy, work / "rpy_query", st[cut:], False)
+        map_st, query_st = protocol_split(st)
+        m = subset_tum(rpy, work / "rpy_map", map_st, True)
+        q = subset_tum(rpy, work / "rpy_query", query_st, False)
         gt = open_source(rpy).track
         yield "fr1_rpy-sparse", m, sparse, q, gt, (0.10, 10.0)
         # the same recording the other way round, never tuned on (first run 2026-12-07): map = its last 60 % as
         # `relocal build-map` makes it by default (and sparse), queries = the first 40 %
-        rm = subset_tum(rpy, work / "rpy_rev_map", st[len(st) - cut:], True)
-        rq = subset_tum(rpy, work / "rpy_rev_query", st[:len(st) - cut], False)
+        map_st, query_st = protocol_split(st, reverse=True)
+        rm = subset_tum(rpy, work / "rpy_rev_map", map_st, True)
+        rq = subset_tum(rpy, work / "rpy_rev_query", query_st, False)
         yield "fr1_rpy-reversed", rm, {}, rq, gt, (0.10, 10.0)
         yield "fr1_rpy-reversed-sparse", rm, sparse, rq, gt, (0.10, 10.0)
         if (desk / "rgb.txt").is_file():
@@ -178,14 +188,13 @@ def scenes(data: Path, work: Path, synthetic_seeds=()):
         st = [s for s, _ in read_file_list(sun / "rgb.txt")]
         gt = open_source(sun).track
         frags = {"frag1": [s for s in st if float(s) < 60], "frag2": [s for s in st if float(s) > 60]}
-        for name, fs in frags.items():
-            cut = int(round(0.6 * len(fs)))
-            yield (f"sun3d-{name}", subset_tum(sun, work / f"sun_{name}_map", fs[:cut], True), {},
-                   subset_tum(sun, work / f"sun_{name}_query", fs[cut:], False), gt, (0.10, 10.0))
-        for name, fs in frags.items():  # the other way round: map = the last 60 %, never tuned on (2026-12-07)
-            cut = len(fs) - int(round(0.6 * len(fs)))
-            yield (f"sun3d-{name}-reversed", subset_tum(sun, work / f"sun_{name}_rev_map", fs[cut:], True), {},
-                   subset_tum(sun, work / f"sun_{name}_rev_query", fs[:cut], False), gt, (0.10, 10.0))
+        # each fragment split as the protocol says, then the other way round (never tuned on, 2026-12-07)
+        for reverse, tag in ((False, ""), (True, "_rev")):
+            for name, fs in frags.items():
+                map_st, query_st = protocol_split(fs, reverse)
+                yield (f"sun3d-{name}" + ("-reversed" if reverse else ""),
+                       subset_tum(sun, work / f"sun_{name}{tag}_map", map_st, True), {},
+                       subset_tum(sun, work / f"sun_{name}{tag}_query", query_st, False), gt, (0.10, 10.0))
         for name in frags:  # the same splits, a keyframe only every 0.3 m / 20 deg: 1-2 keyframes
             yield (f"sun3d-{name}-sparse", work / f"sun_{name}_map", sparse, work / f"sun_{name}_query", gt,
                    (0.10, 10.0))
