@@ -78,11 +78,12 @@ def main():
     # the legend below both panels: with every scene of the benchmark it would hide the points inside a panel
     handles, labels = axes[0].get_legend_handles_labels()
     rows = -(-len(labels) // 3)
+    width, height = fig.get_size_inches()
     legend_in = 0.14 * rows + 0.3
-    fig.set_size_inches(13, 5.5 + legend_in)
+    fig.set_size_inches(width, height + legend_in)
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=6, frameon=False)
     fig.suptitle(f"{a.method}: correct (green, within 10 cm/10 deg) vs wrong (red, > 25 cm or 10 deg) hypotheses")
-    fig.tight_layout(rect=(0, legend_in / (5.5 + legend_in), 1, 1))
+    fig.tight_layout(rect=(0, legend_in / (height + legend_in), 1, 1))
     fig.savefig(a.out, dpi=110)
     print(f"-> {a.out}")
 
