@@ -108,6 +108,8 @@ VARIANTS = {
     "relocal default, the depth does not vouch": ({}, {"solver": {"depth_vouches": False}}),
     # a query's references matched and their own hypotheses tried on one thread (the default uses two)
     "relocal default, one search thread": ({}, {"inference": {"search_threads": 1}}),
+    # the covariance without what the inliers' halves disagree on (solver split_half_weight; same poses and decisions)
+    "relocal default, covariance without the split-half term": ({}, {"solver": {"split_half_weight": 0.0}}),
 }
 DEFAULT_METHODS = list(METHODS)
 METHODS.update(LEARNED)

@@ -17,8 +17,8 @@ from relocal_ros.methods import method_class, method_names
 from relocal_ros.methods.base import RELATIVE_POSES, Query
 from relocal_ros.retrieval.index import select_diverse
 from relocal_ros.settings import MIN_DENSE_CONSISTENCY, setting, stage_defaults
-from relocal_ros.solver.pnp import (PnPResult, inlier_coverage, pose_covariance, reprojection_errors,
-                                   solve_pnp_ransac)
+from relocal_ros.solver.pnp import (PnPResult, inlier_coverage, pose_covariance, reprojection_errors, solve_pnp_ransac,
+                                   split_half_covariance)
 from relocal_ros.solver.relative import FUSION_MIN_AGREEING, fuse
 from relocal_ros.solver.rgbd_scene_coordinates import KABSCH_FLOOR_M as RGBD_FLOOR_M
 from relocal_ros.solver.rigid import rigid_inliers, solve_rigid_ransac
@@ -240,6 +240,13 @@ class PoseSolver:
             * traits.covariance_scale
         if depth_vouched:
             cov = cov + self._depth_check_blind_spot(res.T_map_cam, ev.map_points[res.inliers].astype(np.float64))
+        if c["split_half_weight"] > 0:
+            # what the first-order model cannot see (a keyframe's pose or depth off under one part of the image, a
+            # rolling shutter) shows as halves of the inliers that disagree; guided ones too: they pull towards the
+            # pose as a whole, not towards either half's (fr1_rpy reversed 6-DoF coverage 82 -> 86 %; the
+            # hypothesis-independent ones alone lost an answer to max_position_std on fr1_rpy vs the fr1_desk map)
+            cov = cov + c["split_half_weight"] * split_half_covariance(
+                res.T_map_cam, ev.image_points[res.inliers], ev.map_points[res.inliers], ev.intrinsics, tau)
         pos_var = float(np.trace(cov[:3, :3]))
         if not (np.isfinite(cov).all() and pos_var > 0):  # too few or degenerate points: no uncertainty to publish
             est.reason = "the pose's covariance could not be estimated from its inliers"

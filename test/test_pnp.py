@@ -2,7 +2,8 @@ import numpy as np
 
 from relocal_ros.geometry.camera import Intrinsics
 from relocal_ros.geometry.poses import make_T, pose_error
-from relocal_ros.solver.pnp import depth_sensor_sigma, pose_covariance, refine_rotation_on_image, solve_pnp_ransac
+from relocal_ros.solver.pnp import (depth_sensor_sigma, pose_covariance, refine_rotation_on_image, solve_pnp_ransac,
+                                   split_half_covariance)
 from scipy.spatial.transform import Rotation
 
 INTR = Intrinsics(500.0, 500.0, 320.0, 240.0, 640, 480)
@@ -139,3 +140,48 @@ def test_rotation_on_the_image_undoes_a_lagging_depth_cameras_turn():
     dt, dr = pose_error(fixed, T)
     assert dr < 0.2
     assert np.allclose(fixed[:3, 3], turned[:3, 3])  # the centre is kept
+
+
+def _keyframe_off_under_the_left_half(seed, deg=2.0, metres=0.03):
+    """Correspondences whose left-half map points come from a keyframe whose pose is off by deg / metres (what the
+    first-order covariance does not model), 0.5 px pixel noise; the PnP pose and the true one."""
+    T, uv, X = _scene(200, 100 + seed, noise_px=0.5)
+    rng = np.random.default_rng(seed)
+    left = uv[:, 0] < INTR.cx
+    turn = Rotation.from_rotvec(rng.normal(size=3) / np.sqrt(3) * np.radians(deg)).as_matrix()
+    X = X.copy()
+    X[left] = (X[left] - T[:3, 3]) @ turn.T + T[:3, 3] + rng.normal(0, metres / np.sqrt(3), 3)
+    res = solve_pnp_ransac(uv, X, INTR, max_reproj_error=20.0)
+    assert res.num_inliers > 150 and (res.inliers & left).sum() > 50  # the pose rests on both keyframes
+    return T, res.T_map_cam, uv[res.inliers], X[res.inliers]
+
+
+def test_split_half_term_grows_with_what_the_halves_disagree_on():
+    """A keyframe 2 deg / 3 cm off under half the image moves the PnP pose by 1-17 cm; the first-order covariance
+    claims a few mm, the split-half term about the error's own size."""
+    term_vs_error, first_order_vs_error = [], []
+    for seed in range(12):
+        T, est, uv, X = _keyframe_off_under_the_left_half(seed)
+        error = np.linalg.norm(est[:3, 3] - T[:3, 3])
+        term = split_half_covariance(est, uv, X, INTR, 4.0)
+        first_order = pose_covariance(est, uv, X, INTR, 0.5, depth_noise=None)
+        term_vs_error.append(np.sqrt(np.trace(term[:3, :3])) / error)
+        first_order_vs_error.append(np.sqrt(np.trace(first_order[:3, :3])) / error)
+        assert np.allclose(term, term.T) and np.linalg.eigvalsh(term).min() > -1e-12
+    assert 0.3 < min(term_vs_error) and max(term_vs_error) < 3.0, term_vs_error
+    assert max(first_order_vs_error) < 0.15, first_order_vs_error
+
+
+def test_split_half_term_is_the_first_order_size_where_the_model_holds():
+    """Pixel noise alone: each split's δδᵀ/4 estimates the pose covariance (halves with half the information), so
+    the term over two splits is about twice the first-order one (median over scenes), and it is zero below two
+    halves of 6 points."""
+    ratios = []
+    for seed in range(20):
+        T, uv, X = _scene(200, 200 + seed, noise_px=0.5)
+        est = solve_pnp_ransac(uv, X, INTR, max_reproj_error=4.0).T_map_cam
+        term = split_half_covariance(est, uv, X, INTR, 4.0)
+        ratios.append(np.trace(term[:3, :3]) / np.trace(pose_covariance(est, uv, X, INTR, 0.5, depth_noise=None)[:3, :3]))
+    assert 1.0 < np.median(ratios) < 4.0, ratios
+    T, uv, X = _scene(11, 3, noise_px=0.5)
+    assert not split_half_covariance(T, uv, X, INTR, 4.0).any()

@@ -148,3 +148,34 @@ def pose_covariance(T_map_cam: np.ndarray, uv: np.ndarray, X: np.ndarray, intr: 
     cov[:3, :3] += np.eye(3) * (map_sigma_m ** 2 + lever ** 2)
     cov[3:, 3:] += np.eye(3) * np.radians(map_sigma_deg) ** 2
     return cov
+
+
+def split_half_covariance(T_map_cam: np.ndarray, uv: np.ndarray, X: np.ndarray, intr: Intrinsics,
+                          loss_scale_px: float, min_points: int = 6) -> np.ndarray:
+    """What the inliers disagree on, in the parametrisation of pose_covariance: the pose refined on the top and the
+    bottom half of the inliers (and on the left and right halves), their difference δ taken as one sample of an
+    error the first-order model does not see (lens model, a rolling shutter, a keyframe's pose or depth off, points
+    on a moving part). Two independent halves each hold half the information, so δ has about 4x the full pose's
+    covariance: δδᵀ/4 per split. Zero when a half has too few points to be refined."""
+    uv, X = np.asarray(uv, np.float64), np.asarray(X, np.float64)
+    out = np.zeros((6, 6))
+    if len(uv) < 2 * min_points:
+        return out
+    camera = {"model": "PINHOLE", "width": intr.width, "height": intr.height,
+              "params": [intr.fx, intr.fy, intr.cx, intr.cy]}
+    start = poselib.CameraPose()
+    T_cam_map = invert(np.asarray(T_map_cam, np.float64))
+    start.R, start.t = T_cam_map[:3, :3], T_cam_map[:3, 3]
+    bundle = {"loss_type": "CAUCHY", "loss_scale": float(loss_scale_px), "max_iterations": 25}
+    for axis in (0, 1):  # left / right, then top / bottom
+        upper = uv[:, axis] > np.median(uv[:, axis])
+        halves = []
+        for part in (upper, ~upper):
+            if part.sum() < min_points:
+                return np.zeros((6, 6))
+            pose, _ = poselib.refine_absolute_pose(uv[part], X[part], start, camera, bundle)
+            halves.append(invert(make_T(np.asarray(pose.R), np.asarray(pose.t))))
+        a, b = halves
+        d = np.concatenate([a[:3, 3] - b[:3, 3], Rotation.from_matrix(a[:3, :3] @ b[:3, :3].T).as_rotvec()])
+        out += np.outer(d, d) / 4.0
+    return out
