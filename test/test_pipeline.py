@@ -5,6 +5,7 @@ import planar_scene as ps
 from relocal_ros.data.frames import RGBDFrame
 from relocal_ros.data.sources import open_source
 from relocal_ros.data.splits import split_tum
+from relocal_ros.evaluation.metrics import CHI2_95, mahalanobis_sq
 from relocal_ros.geometry.camera import Intrinsics
 from relocal_ros.geometry.poses import pose_error
 from relocal_ros.mapping.builder import build_map
@@ -25,9 +26,12 @@ def test_queries_on_the_textured_plane_are_localized_accurately(plane_reloc):
         assert est.accepted, est.reason
         dt, dr = pose_error(est.T_map_cam, truth)
         assert dt < 0.02 and dr < 0.5, (dt, dr)
-        # the covariance is a real 6x6 SPD matrix whose position part is consistent with the error
+        # the covariance is a real 6x6 SPD matrix consistent with the error: the truth inside its 95 % ellipsoid,
+        # and a few cm wide, not more (the map's default 1 cm / 1 deg at 2-3 m, plus what the inliers' halves
+        # disagree on: 3.8-5.1 cm for poses 0.3-1.3 cm off)
         assert est.covariance.shape == (6, 6) and np.all(np.linalg.eigvalsh(est.covariance) > 0)
-        assert np.sqrt(np.trace(est.covariance[:3, :3])) < 0.05
+        assert mahalanobis_sq(est.T_map_cam, est.covariance, truth)[1] < CHI2_95[6]
+        assert np.sqrt(np.trace(est.covariance[:3, :3])) < 0.06
 
 
 def test_unknown_place_is_refused(plane_reloc):
