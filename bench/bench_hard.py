@@ -108,6 +108,11 @@ VARIANTS = {
     "relocal default, the depth does not vouch": ({}, {"solver": {"depth_vouches": False}}),
     # a query's references matched and their own hypotheses tried on one thread (the default uses two)
     "relocal default, one search thread": ({}, {"inference": {"search_threads": 1}}),
+    # RGB only, a pose confirmed by the finer brightness score alone (solver photometric_band_confirmation off)
+    "relocal RGB only, without the band confirmation": ({}, {"inference": {"use_depth": False},
+                                                             "solver": {"photometric_band_confirmation": 1.1}}),
+    "learned SANet, RGB only, without the band confirmation": ({}, {"inference": {"method": "sanet", "use_depth": False},
+                                                                    "solver": {"photometric_band_confirmation": 1.1}}),
     # the covariance without what the inliers' halves disagree on (solver split_half_weight; same poses and decisions)
     "relocal default, covariance without the split-half term": ({}, {"solver": {"split_half_weight": 0.0}}),
 }

@@ -52,6 +52,8 @@ class QueryEvidence:
     # RGB-only queries: the retrieved keyframes' high-passed brightness drawn into the query under the evidence's
     # PnP pose, correlated with the query's (solver/verification.py). NaN: not checked
     photometric_agreement: float = float("nan")
+    # ... and the same in the band between a 1 and a 3 px blur, which may confirm a pose but never refuses one
+    photometric_band: float = float("nan")
     fallback: bool = False                   # the fallback matcher ran (weak first evidence): costs latency
     # the pose the method (or the engine's check) derived from this evidence and checked (dense_* or
     # photometric_agreement judge it): the solver scores and publishes it instead of searching again (RGB-D scene

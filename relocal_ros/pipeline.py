@@ -294,9 +294,14 @@ class PoseSolver:
                         f"(< {floor}): {ev.method}'s evidence needs confirmation")
             if agreement < floor:
                 return f"the keyframes drawn into the query under the pose agree at {agreement:.2f} (< {floor})"
-            if not agreement >= c["photometric_confirmation"]:
+            band = ev.photometric_band
+            if np.isfinite(band):
+                est.scores["photometric_band"] = band
+            # a pose a pixel off or blurred loses the finest texture, not the edges: the band may confirm it
+            if not (agreement >= c["photometric_confirmation"] or band >= c["photometric_band_confirmation"]):
                 unverified = "no query depth to verify the pose" + (
-                    f" and photometric agreement {agreement:.2f} < {c['photometric_confirmation']}"
+                    f" and photometric agreement {agreement:.2f} < {c['photometric_confirmation']} "
+                    f"({band:.2f} < {c['photometric_band_confirmation']} in the coarser band)"
                     if np.isfinite(agreement) else "")
         else:
             overlap = ev.dense_judged / ev.dense_samples

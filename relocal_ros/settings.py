@@ -167,6 +167,10 @@ CORE: tuple[Setting, ...] = (
     S("photometric_confirmation", 0.5, "RGB only: photometric agreement that confirms a feature-matched pose as the "
       "depth does (min_independent_inliers then suffices; right poses on the real scenes 0.43-0.94, wrong <= 0.16)",
       "solver", range=(-1.0, 1.0), nodes=(SOLVER,)),
+    S("photometric_band_confirmation", 0.6, "RGB only: ... or the same correlation in the band between a 1 and a 3 px "
+      "blur at least this (right real poses with < 40 global-match inliers: 13 of 21 confirmed, 3 by the finer score "
+      "alone; no wrong one of the hard benchmark newly confirmed; 1.1: off; docs/measurements.md 'RGB only: two "
+      "brightness scores')", "solver", range=(-1.0, 1.1), nodes=(SOLVER,)),
     S("min_dense_samples", 50, "RGB-D: depth samples that could be compared, at least", "solver",
       range=(0, 1_000_000_000), nodes=(SOLVER,)),
     S("min_dense_overlap", 0.25, "RGB-D: ... and at least this share of the query's depth samples (right: >= 0.29)",

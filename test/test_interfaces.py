@@ -42,6 +42,7 @@ def make_evidence() -> QueryEvidence:
     ev.inference_seconds = 0.042
     ev.checked_pose = np.eye(4).ravel().tolist()  # a pose inference derived and checked (empty: none)
     ev.checked_pose[3] = 1.25
+    ev.photometric_agreement, ev.photometric_band = 0.45, 0.625  # RGB-only checks of the evidence's pose
     ev.refusal = ""
     return ev
 
@@ -62,6 +63,7 @@ def assert_same_evidence(got: QueryEvidence, ref: QueryEvidence):
         assert g.dense_consistency == r.dense_consistency and g.photometric_agreement == r.photometric_agreement
     assert got.inference_seconds == ref.inference_seconds
     assert list(got.checked_pose) == list(ref.checked_pose) and len(got.checked_pose) == 16
+    assert (got.photometric_agreement, got.photometric_band) == (ref.photometric_agreement, ref.photometric_band)
 
 
 def test_field_types_are_as_specified():
@@ -74,7 +76,7 @@ def test_field_types_are_as_specified():
         "header", "camera_info", "method", "image_points", "map_points", "weights", "keyframe_ids", "hypotheses",
         "inference_seconds", "map_pose_sigma_m", "map_pose_sigma_deg", "refusal", "independent", "query_points",
         "dense_consistency", "dense_judged", "dense_samples", "dense_photometric", "fallback", "photometric_agreement",
-        "checked_pose"}
+        "photometric_band", "checked_pose"}
     assert set(RelativePoseHypothesis.get_fields_and_field_types()) == {
         "keyframe_id", "keyframe_pose", "relative_pose", "scale", "uncertainty", "translation_samples",
         "dense_consistency", "photometric_agreement"}

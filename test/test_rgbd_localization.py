@@ -405,10 +405,16 @@ def test_rgb_only_evidence_is_vetted_by_the_keyframes_brightness(sun3d):
         outcomes[name] = (ev, PoseSolver().solve(ev))
     ev, est = outcomes["true"]
     assert ev.photometric_agreement >= default_conf()["solver"]["photometric_confirmation"] and est.accepted, est.reason
-    strict = PoseSolver({"photometric_confirmation": 1.0}).solve(ev)  # unconfirmed: 20 inliers are too few
+    # the coarser band confirms the same pose on its own; with neither, 20 global inliers are too few
+    band_only = PoseSolver({"photometric_confirmation": 1.0}).solve(ev)
+    assert ev.photometric_band >= default_conf()["solver"]["photometric_band_confirmation"], ev.photometric_band
+    assert band_only.accepted and band_only.scores["photometric_band"] == ev.photometric_band, band_only.reason
+    strict = PoseSolver({"photometric_confirmation": 1.0, "photometric_band_confirmation": 1.1}).solve(ev)
     assert not strict.accepted and "min_independent_inliers_unverified" in strict.reason
     ev, est = outcomes["30 cm off"]
     assert not est.accepted and "keyframes drawn into the query" in est.reason, est.reason
+    # why the band only confirms: this pose, 30 cm off, would pass the floor in it (0.34), not in the finer score
+    assert ev.photometric_agreement < threshold <= ev.photometric_band, (ev.photometric_agreement, ev.photometric_band)
 
 
 def test_depth_without_brightness_does_not_confirm_a_feature_matched_pose(sun3d):
@@ -594,7 +600,7 @@ def test_the_engine_checks_the_pose_the_solver_publishes(sun3d, monkeypatch):
     kmap = _single_keyframe_map(sun3d[10], sun3d[20])
     assert len(kmap.keyframes) == 2
     checked, searches = [], []
-    real_dense, real_photo, real_soft = (verification.dense_consistency, verification.photometric_agreement,
+    real_dense, real_photo, real_soft = (verification.dense_consistency, verification.photometric_scores,
                                         verification.solve_pnp_soft_inlier)
 
     def recording_dense(T, *args, **kwargs):
@@ -609,7 +615,7 @@ def test_the_engine_checks_the_pose_the_solver_publishes(sun3d, monkeypatch):
         searches.append(1)
         return real_soft(*args, **kwargs)
     monkeypatch.setattr(rgbd_scene_coordinates, "dense_consistency", recording_dense)
-    monkeypatch.setattr(verification, "photometric_agreement", recording_photo)
+    monkeypatch.setattr(verification, "photometric_scores", recording_photo)
     monkeypatch.setattr(verification, "solve_pnp_soft_inlier", counting_soft)
     monkeypatch.setattr(pipeline, "solve_pnp_soft_inlier", counting_soft)
     engine, solver = pipeline.InferenceEngine(kmap, {"method": "sanet"}), pipeline.PoseSolver()

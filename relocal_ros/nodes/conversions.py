@@ -130,6 +130,8 @@ def _share_to_msg(value: float) -> float:
 def _optional_to_msg(ev, m) -> None:
     if hasattr(m, "photometric_agreement"):
         m.photometric_agreement = _share_to_msg(ev.photometric_agreement)
+    if hasattr(m, "photometric_band"):
+        m.photometric_band = _share_to_msg(ev.photometric_band)
     if hasattr(m, "checked_pose"):
         m.checked_pose = [] if ev.checked_pose is None else \
             [float(v) for v in np.asarray(ev.checked_pose, np.float64).reshape(-1)]
@@ -143,6 +145,7 @@ def _optional_to_msg(ev, m) -> None:
 
 def _optional_from_msg(m, ev) -> None:
     ev.photometric_agreement = _checked_share(getattr(m, "photometric_agreement", -1.0))
+    ev.photometric_band = _checked_share(getattr(m, "photometric_band", -1.0))
     pose = np.asarray(getattr(m, "checked_pose", []), np.float64)
     ev.checked_pose = pose.reshape(4, 4) if pose.size == 16 and np.isfinite(pose).all() else None
     for name, (dtype, width) in _OPTIONAL_ARRAYS.items():

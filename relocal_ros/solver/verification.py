@@ -139,6 +139,13 @@ def _high_pass(grey: np.ndarray, sigma: float = 2.0) -> np.ndarray:
     return g - cv2.GaussianBlur(g, (0, 0), sigma)
 
 
+def _band_pass(grey: np.ndarray, fine: float = 1.0, coarse: float = 3.0) -> np.ndarray:
+    """Brightness between two blurs: edges a pixel of misalignment or motion blur leaves in place, without the
+    finest texture (which they wipe out) and without the shading."""
+    g = grey.astype(np.float32)
+    return cv2.GaussianBlur(g, (0, 0), fine) - cv2.GaussianBlur(g, (0, 0), coarse)
+
+
 def photometric_agreement(T_map_cam: np.ndarray, query_grey: np.ndarray, query_intr: Intrinsics,
                           views: list[DepthView], step_px: int = 2, min_points: int = 50) -> float:
     """RGB-only check of a pose: the best, over the keyframes, Pearson correlation between each keyframe's
@@ -146,10 +153,19 @@ def photometric_agreement(T_map_cam: np.ndarray, query_grey: np.ndarray, query_i
     keyframe could be drawn; 0 when none has min_points of them inside the query). query_grey: the query's grey
     thumbnail; query_intr: its intrinsics at that size. Occlusions and wide baselines lower a right pose's score;
     a wrong one scores about 0."""
-    q = _high_pass(query_grey)
+    return photometric_scores(T_map_cam, query_grey, query_intr, views, step_px, min_points)[0]
+
+
+def photometric_scores(T_map_cam: np.ndarray, query_grey: np.ndarray, query_intr: Intrinsics,
+                       views: list[DepthView], step_px: int = 2, min_points: int = 50) -> tuple[float, float]:
+    """(photometric_agreement, the same correlation in the band between a 1 and a 3 px blur), each the best over the
+    keyframes. The band forgives what a right pose's view leaves misaligned by a pixel or blurred (right poses on the
+    real scenes score higher in it), but it also lets poses 25 cm or 10 deg off score higher: it can confirm a pose,
+    the finer score alone can refuse one (docs/measurements.md "RGB only: two brightness scores")."""
+    q, q_band = _high_pass(query_grey), _band_pass(query_grey)
     T_cam_map = np.linalg.inv(T_map_cam)
-    best = float("nan")
-    usable = False  # a keyframe with brightness and depth that the pose puts nowhere in the query disagrees: 0
+    best = best_band = float("nan")
+    usable = False  # a keyframe with brightness and depth
     for v in views:
         if v.grey is None:
             continue
@@ -175,12 +191,22 @@ def photometric_agreement(T_map_cam: np.ndarray, query_grey: np.ndarray, query_i
                  (uv[:, 1] <= query_intr.height - 1)
         if inside.sum() < min_points:
             continue
-        a = cv2.remap(q, uv[inside, 0].reshape(-1, 1), uv[inside, 1].reshape(-1, 1), cv2.INTER_LINEAR).ravel()
-        b = _high_pass(v.grey)[ys[front][inside], xs[front][inside]]
-        r = _correlation(a.astype(np.float64), b.astype(np.float64))
-        if np.isfinite(r) and not r <= best:
-            best = r
-    return 0.0 if usable and not np.isfinite(best) else best
+        at_x, at_y = uv[inside, 0].reshape(-1, 1), uv[inside, 1].reshape(-1, 1)
+        kx, ky = xs[front][inside], ys[front][inside]
+
+        def drawn_correlation(query_img, key_img):
+            a = cv2.remap(query_img, at_x, at_y, cv2.INTER_LINEAR).ravel()
+            return _correlation(a.astype(np.float64), key_img[ky, kx].astype(np.float64))
+        best = _better(best, drawn_correlation(q, _high_pass(v.grey)))
+        best_band = _better(best_band, drawn_correlation(q_band, _band_pass(v.grey)))
+    if usable:  # keyframes that could be drawn but landed nowhere in the query: no agreement
+        return tuple(r if np.isfinite(r) else 0.0 for r in (best, best_band))
+    return best, best_band
+
+
+def _better(best: float, r: float) -> float:
+    """r where it is a number above best (or best is NaN), else best."""
+    return r if np.isfinite(r) and not r <= best else best
 
 
 def keyframe_depth_view(kf) -> DepthView | None:
@@ -233,7 +259,7 @@ def verify_evidence(ev, depth: np.ndarray | None, rgb: np.ndarray, keyframe_map,
         intr = ev.intrinsics.scaled(grey.shape[1], grey.shape[0])
 
         def score(T, views):
-            return photometric_agreement(T, grey, intr, views)
+            return photometric_scores(T, grey, intr, views)
 
     def check(T, refs):
         views = [v for v in (keyframe_depth_view(keyframe_map.keyframes[k]) for k in refs) if v is not None]
@@ -244,7 +270,7 @@ def verify_evidence(ev, depth: np.ndarray | None, rgb: np.ndarray, keyframe_map,
             if np.isfinite(h.scale):  # a direction only has no pose to check
                 chk = check(full_pose(h), [h.keyframe_id])
                 if depth is None:
-                    h.photometric_agreement = float("nan") if chk is None else chk
+                    h.photometric_agreement = float("nan") if chk is None else chk[0]
                 elif chk is not None and chk.judged:
                     h.dense_consistency = chk.consistency
         return
@@ -259,7 +285,7 @@ def verify_evidence(ev, depth: np.ndarray | None, rgb: np.ndarray, keyframe_map,
         return
     chk = check(T, ev.keyframe_ids or nearest_views(viewpoints, T))
     if depth is None:
-        ev.photometric_agreement = float("nan") if chk is None else chk
+        ev.photometric_agreement, ev.photometric_band = (float("nan"),) * 2 if chk is None else chk
     elif chk is not None:
         ev.dense_consistency, ev.dense_judged, ev.dense_samples = chk.consistency, chk.judged, chk.samples
         ev.dense_photometric = chk.photometric
