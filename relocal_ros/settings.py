@@ -126,9 +126,10 @@ CORE: tuple[Setting, ...] = (
       "of points averages out, in the covariance (px at 640 wide; 0: off)", "solver", range=(0.0, 50.0),
       nodes=(SOLVER,)),
     S("split_half_weight", 2.0, "PnP covariance: add this many times what the inliers' halves disagree on (pose "
-      "refined on the left / right and top / bottom halves, δδᵀ/4 per split), errors the first-order model does not "
-      "see; 2: the real scenes below the 95 % band came up 2-5 points and none lost an answer (0: off; "
-      "docs/measurements.md 'What the halves disagree on')", "solver", range=(0.0, 100.0), nodes=(SOLVER,)),
+      "refined on the left / right and top / bottom halves, their difference d adding d d^T / 4 per split), errors "
+      "the first-order model does not see; 2: the real scenes below the 95 % band came up 2-5 points and none lost an "
+      "answer (0: off; docs/measurements.md 'What the halves disagree on')", "solver", range=(0.0, 100.0),
+      nodes=(SOLVER,)),
     S("map_sigma_m", 0.01, "error of the map's keyframe poses when the map does not state it (m): a real RGB-D "
       "sequence's poses (mocap/SLAM) are good to about 1 cm / 1 deg", "solver", range=(0.0, 10.0),
       nodes=(SOLVER,)),

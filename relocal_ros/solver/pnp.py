@@ -23,6 +23,12 @@ class PnPResult:
         return int(self.inliers.sum())
 
 
+def _pinhole(intr: Intrinsics) -> dict:
+    """poselib's camera for points that are already undistorted."""
+    return {"model": "PINHOLE", "width": intr.width, "height": intr.height,
+            "params": [intr.fx, intr.fy, intr.cx, intr.cy]}
+
+
 def solve_pnp_ransac(image_points: np.ndarray, map_points: np.ndarray, intr: Intrinsics,
                      max_reproj_error: float = 4.0, max_iterations: int = 2000, seed: int = 0,
                      min_iterations: int = 50) -> PnPResult:
@@ -30,8 +36,7 @@ def solve_pnp_ransac(image_points: np.ndarray, map_points: np.ndarray, intr: Int
     n = len(image_points)
     if n < 4:
         return PnPResult(None, np.zeros(n, bool), float("nan"))
-    camera = {"model": "PINHOLE", "width": intr.width, "height": intr.height,
-              "params": [intr.fx, intr.fy, intr.cx, intr.cy]}
+    camera = _pinhole(intr)
     # poselib's default runs 3x the iterations that give one all-inlier sample at 99.99 %; the standard count (1x)
     # cut the solver's PnP from 313 to 106 iterations (median, fr1_rpy), same figures on the hard benchmark
     # (docs/measurements.md)
@@ -161,8 +166,7 @@ def split_half_covariance(T_map_cam: np.ndarray, uv: np.ndarray, X: np.ndarray, 
     out = np.zeros((6, 6))
     if len(uv) < 2 * min_points:
         return out
-    camera = {"model": "PINHOLE", "width": intr.width, "height": intr.height,
-              "params": [intr.fx, intr.fy, intr.cx, intr.cy]}
+    camera = _pinhole(intr)
     start = poselib.CameraPose()
     T_cam_map = invert(np.asarray(T_map_cam, np.float64))
     start.R, start.t = T_cam_map[:3, :3], T_cam_map[:3, 3]
