@@ -25,9 +25,11 @@ def main():
     ap.add_argument("--out", type=Path, default=Path("acceptance.png"))
     ap.add_argument("--method", default="relocal default")
     ap.add_argument("--score", default="dense_consistency",
-                    choices=("dense_consistency", "dense_photometric", "photometric_agreement"),
+                    choices=("dense_consistency", "dense_photometric", "photometric_agreement", "photometric_band"),
                     help="left panel's y axis: the depth check (RGB-D), the brightness at its consistent samples "
-                         "(RGB-D, learned dense methods), or the photometric check (RGB only)")
+                         "(RGB-D, learned dense methods), the photometric check (RGB only), or its coarser band "
+                         "(RGB only: plotted against the finer score for the poses with fewer global-match inliers "
+                         "than min_independent_inliers_unverified, the ones a confirmation decides)")
     a = ap.parse_args()
     import matplotlib
     matplotlib.use("Agg")
@@ -40,6 +42,9 @@ def main():
     scenes = sorted({r["scene"] for r in recs})
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
     markers = "osD^v<>px*"
+    # the band only confirms a pose the finer score does not: its panel shows the two scores of the poses that need it
+    band_view = a.score == "photometric_band"
+    unverified_below = conf["min_independent_inliers_unverified"]
     for k, scene in enumerate(scenes):
         rs = [r for r in recs if r["scene"] == scene]
         tol = 0.15 if "cross" in scene else 0.10
@@ -54,8 +59,13 @@ def main():
             x = np.array([r["independent_inliers"] for r in sel], float)
             y = np.array([r.get(a.score, np.nan) for r in sel], float)
             c = np.array([r.get("coverage", np.nan) for r in sel], float)
-            axes[0].scatter(np.maximum(x, 0.8), y, c=colour, marker=markers[k % len(markers)], s=22, alpha=0.7,
-                            label=f"{scene}: {label} ({len(sel)})")
+            if band_view:
+                finer = np.array([r.get("photometric_agreement", np.nan) for r in sel], float)
+                axes[0].scatter(finer[x < unverified_below], y[x < unverified_below], c=colour,
+                                marker=markers[k % len(markers)], s=22, alpha=0.7, label=f"{scene}: {label} ({len(sel)})")
+            else:
+                axes[0].scatter(np.maximum(x, 0.8), y, c=colour, marker=markers[k % len(markers)], s=22, alpha=0.7,
+                                label=f"{scene}: {label} ({len(sel)})")
             axes[1].scatter(np.maximum(x, 0.8), c, c=colour, marker=markers[k % len(markers)], s=22, alpha=0.7)
             ylo, yhi = (np.nanmin(y), np.nanmax(y)) if np.isfinite(y).any() else (np.nan, np.nan)
             print(f"{scene:36s} {label:8s} n={len(sel):3d}  independent inliers {np.nanmin(x):5.0f}..{np.nanmax(x):5.0f}"
@@ -64,7 +74,9 @@ def main():
     left = {"dense_consistency": ("dense depth consistency (RGB-D)", conf["min_dense_consistency"]),
             "dense_photometric": ("brightness correlation at the depth-consistent samples (RGB-D)",
                                   conf["min_dense_photometric"]),
-            "photometric_agreement": ("photometric agreement (RGB only)", conf["min_photometric_agreement"])}[a.score]
+            "photometric_agreement": ("photometric agreement (RGB only)", conf["min_photometric_agreement"]),
+            "photometric_band": ("photometric agreement in the 1-3 px band (RGB only)",
+                                 conf["photometric_band_confirmation"])}[a.score]
     for ax, ylab, thr in ((axes[0], *left),
                           (axes[1], "inlier coverage of the image", conf["min_inlier_coverage"])):
         ax.set_xscale("log")
@@ -75,6 +87,13 @@ def main():
             ax.axvline(conf["min_independent_inliers_unverified"], color="grey", ls="--", lw=1)
         ax.set_xlabel("inliers among globally matched correspondences (log)")
         ax.set_ylabel(ylab)
+    if band_view:  # finer score on x: its floor and its own confirmation; the band's confirmation on y
+        axes[0].set_xscale("linear")
+        axes[0].lines[0].remove()  # the inlier threshold does not apply to this axis
+        axes[0].set_xlim(0.0, 1.0)
+        axes[0].axvline(conf["min_photometric_agreement"], color="grey", ls=":", lw=1)
+        axes[0].axvline(conf["photometric_confirmation"], color="k", ls="--", lw=1)
+        axes[0].set_xlabel(f"photometric agreement, finer score (poses with < {unverified_below} global-match inliers)")
     # the legend below both panels: with every scene of the benchmark it would hide the points inside a panel
     handles, labels = axes[0].get_legend_handles_labels()
     rows = -(-len(labels) // 3)
