@@ -79,6 +79,14 @@ def main():
                                  conf["photometric_band_confirmation"])}[a.score]
     for ax, ylab, thr in ((axes[0], *left),
                           (axes[1], "inlier coverage of the image", conf["min_inlier_coverage"])):
+        ax.set_ylabel(ylab)
+        if ax is axes[0] and band_view:  # finer score on x: its floor and its own confirmation
+            ax.axhline(thr, color="k", ls=":", lw=1)
+            ax.set_xlim(0.0, 1.0)
+            ax.axvline(conf["min_photometric_agreement"], color="grey", ls=":", lw=1)
+            ax.axvline(conf["photometric_confirmation"], color="k", ls="--", lw=1)
+            ax.set_xlabel(f"photometric agreement, finer score (poses with < {unverified_below} global-match inliers)")
+            continue
         ax.set_xscale("log")
         ax.axvline(conf["min_independent_inliers"], color="k", ls="--", lw=1)
         ax.axhline(thr, color="k", ls=":", lw=1)
@@ -86,14 +94,6 @@ def main():
             ax.axhline(conf["min_dense_consistency_floor"], color="grey", ls=":", lw=1)
             ax.axvline(conf["min_independent_inliers_unverified"], color="grey", ls="--", lw=1)
         ax.set_xlabel("inliers among globally matched correspondences (log)")
-        ax.set_ylabel(ylab)
-    if band_view:  # finer score on x: its floor and its own confirmation; the band's confirmation on y
-        axes[0].set_xscale("linear")
-        axes[0].lines[0].remove()  # the inlier threshold does not apply to this axis
-        axes[0].set_xlim(0.0, 1.0)
-        axes[0].axvline(conf["min_photometric_agreement"], color="grey", ls=":", lw=1)
-        axes[0].axvline(conf["photometric_confirmation"], color="k", ls="--", lw=1)
-        axes[0].set_xlabel(f"photometric agreement, finer score (poses with < {unverified_below} global-match inliers)")
     # the legend below both panels: with every scene of the benchmark it would hide the points inside a panel
     handles, labels = axes[0].get_legend_handles_labels()
     rows = -(-len(labels) // 3)
