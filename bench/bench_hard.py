@@ -33,8 +33,9 @@ keyframe depth + PnP (640x480, Lowe ratio 0.8, 5 references pooled).
 Columns: share of queries within 5 cm/5 deg and 10 cm/10 deg (refusals count as failures), answered, wrong
 (accepted and off by > 25 cm or > 10 deg), confidently wrong (the issue's "a pose off by > 10 cm or 10 deg is either
 refused or carries a covariance that says so": accepted, off by more than the scene's tolerance, with the truth
-outside its published 6-DoF 95 % ellipsoid; out-of-map: every answer), the share of accepted poses whose ground truth lies inside the published
-95 % ellipsoid (position 3-DoF / 6-DoF), and latency per query (localize(), map loading excluded).
+outside its published 6-DoF 95 % ellipsoid; out-of-map: every answer), the share of accepted poses whose ground
+truth lies inside the published 95 % ellipsoid (position 3-DoF / 6-DoF), and latency per query (localize(), map
+loading excluded).
 `--dump FILE` writes every accepted or refused hypothesis's acceptance scores with its error (for plots)."""
 from __future__ import annotations
 

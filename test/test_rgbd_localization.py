@@ -174,6 +174,21 @@ def test_covariance_coverage_agrees_with_a_monte_carlo_draw(tmp_path):
     assert 0.93 < rep.inside_pose / n < 0.97
 
 
+def test_coverage_counts_the_poses_that_are_wrong_and_claim_otherwise(tmp_path):
+    """A pose 20 cm off is "confidently wrong" when its covariance claims 2 cm, not when it admits 15 cm; a right pose
+    never is, whatever its covariance; the evaluate report says how many."""
+    T = make_T(Rotation.from_euler("xyz", [10, -20, 30], degrees=True).as_matrix(), [1.0, 2.0, 0.5])
+    off = make_T(T[:3, :3], T[:3, 3] + [0.2, 0.0, 0.0])
+    tight, wide = np.diag([0.02 ** 2] * 3 + [0.01 ** 2] * 3), np.diag([0.15 ** 2] * 3 + [0.05 ** 2] * 3)
+    rows = [("1.000000", T, tight), ("2.000000", off, tight), ("3.000000", off, wide), ("4.000000", T, wide)]
+    (tmp_path / "est.txt").write_text("".join(format_tum_line(s, E) + "\n" for s, E, _ in rows))
+    (tmp_path / "cov.txt").write_text("".join(format_covariance_line(s, C) + "\n" for s, _, C in rows))
+    (tmp_path / "gt.txt").write_text("".join(format_tum_line(s, T) + "\n" for s, _, _ in rows))
+    rep = covariance_coverage(tmp_path / "est.txt", tmp_path / "cov.txt", tmp_path / "gt.txt")
+    assert (rep.n, rep.inside_position, rep.inside_pose, rep.confidently_wrong) == (4, 3, 3, 1)
+    assert "confidently wrong (off by > 10 cm or 10 deg, truth outside the 6-DoF ellipsoid): 1 of 4" in rep.format()
+
+
 def relocal(*args):
     return subprocess.run([sys.executable, "-m", "relocal_ros.cli", "-q", *map(str, args)], capture_output=True,
                           text=True, timeout=600)
@@ -209,6 +224,7 @@ def test_cli_writes_covariances_and_counts_an_unreadable_query_image(tum_rpy, tm
                 tmp_path / "cov.txt")
     assert p.returncode == 0, p.stderr
     assert "inside the published 95 % ellipsoid: position (3-DoF)" in p.stdout
+    assert "confidently wrong (off by > 10 cm or 10 deg, truth outside the 6-DoF ellipsoid): 0 of" in p.stdout
 
 
 def test_rgbd_evidence_survives_the_message_and_solves_the_same(sun3d):

@@ -120,13 +120,18 @@ class CoverageReport:
     inside_position: int   # ground truth inside the 95 % ellipsoid of the position (3-DoF)
     inside_pose: int       # ... of the full pose (6-DoF)
     missing_covariance: int
+    # off by more than 10 cm or 10 deg with the truth outside the 6-DoF ellipsoid: wrong, and the covariance does not
+    # say so (issue #16: such a pose must be refused or carry a covariance that covers it)
+    confidently_wrong: int = 0
 
     def format(self) -> str:
         if self.n == 0:
             return "covariance: no estimate has both a covariance line and ground truth"
         out = (f"ground truth inside the published 95 % ellipsoid: position (3-DoF) "
                f"{100 * self.inside_position / self.n:.1f} %, full pose (6-DoF) {100 * self.inside_pose / self.n:.1f} %"
-               f" of {self.n} estimates (well calibrated: 90-97 %)")
+               f" of {self.n} estimates (well calibrated: 90-97 %)"
+               f"\nconfidently wrong (off by > 10 cm or 10 deg, truth outside the 6-DoF ellipsoid): "
+               f"{self.confidently_wrong} of {self.n}")
         if self.missing_covariance:
             out += f"\nestimates without a covariance line: {self.missing_covariance}"
         return out
@@ -138,7 +143,7 @@ def covariance_coverage(est_path, cov_path, gt_path) -> CoverageReport:
     stamps, poses = read_tum_trajectory(est_path)
     covs = read_covariances(cov_path)
     lookup, _ = load_ground_truth(gt_path)
-    n = in3 = in6 = missing = 0
+    n = in3 = in6 = missing = overconfident = 0
     for s, T in zip(stamps, poses):
         gt = lookup(s)
         if gt is None:
@@ -150,4 +155,6 @@ def covariance_coverage(est_path, cov_path, gt_path) -> CoverageReport:
         n += 1
         in3 += d3 < CHI2_95[3]
         in6 += d6 < CHI2_95[6]
-    return CoverageReport(n, in3, in6, missing)
+        dt, dr = pose_error(T, gt)
+        overconfident += (dt > 0.10 or dr > 10.0) and not d6 < CHI2_95[6]
+    return CoverageReport(n, in3, in6, missing, overconfident)
