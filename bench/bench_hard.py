@@ -54,7 +54,7 @@ sys.path.insert(0, str(REPO))
 
 from relocal_ros.data.sources import open_source  # noqa: E402
 from relocal_ros.data.tum import read_file_list  # noqa: E402
-from relocal_ros.evaluation.metrics import CHI2_95, mahalanobis_sq  # noqa: E402
+from relocal_ros.evaluation.metrics import CHI2_95, confidently_wrong, mahalanobis_sq  # noqa: E402
 from relocal_ros.geometry.poses import pose_error  # noqa: E402
 from relocal_ros.mapping.builder import build_map  # noqa: E402
 from relocal_ros.mapping.keyframe_map import KeyframeMap  # noqa: E402
@@ -315,7 +315,7 @@ def run_scene(scene, map_path, overrides, query_path, gt_track, correct, methods
                         cov6.append(d6 < CHI2_95[6])
                         rec.update(d3=d3, d6=d6, sigma_pos=float(np.sqrt(np.trace(est.covariance[:3, :3]))),
                                    sigma_rot_deg=float(np.degrees(np.sqrt(np.trace(est.covariance[3:, 3:])))))
-                    overconfident += (dt > correct[0] or dr > correct[1]) and not d6 < CHI2_95[6]
+                    overconfident += confidently_wrong(dt, dr, d6, *correct)
             elif est.accepted and gt_track is None and truth_src is None:
                 wrong += 1  # out-of-map: any answer is wrong
                 overconfident += 1  # ... and no covariance can say how wrong

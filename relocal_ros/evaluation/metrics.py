@@ -114,15 +114,21 @@ def mahalanobis_sq(T_est: np.ndarray, covariance: np.ndarray, T_gt: np.ndarray) 
     return d_pos, d_all
 
 
+def confidently_wrong(t_err: float, r_err_deg: float, d6: float, tol_m: float = 0.10,
+                      tol_deg: float = 10.0) -> bool:
+    """Off by more than the tolerance with the truth outside the 6-DoF 95 % ellipsoid (d6 from mahalanobis_sq; inf
+    when no covariance was published): wrong, and the covariance does not say so (issue #16: such a pose must be
+    refused or carry a covariance that covers it)."""
+    return (t_err > tol_m or r_err_deg > tol_deg) and not d6 < CHI2_95[6]
+
+
 @dataclass
 class CoverageReport:
     n: int                 # estimates with both a covariance and ground truth
     inside_position: int   # ground truth inside the 95 % ellipsoid of the position (3-DoF)
     inside_pose: int       # ... of the full pose (6-DoF)
     missing_covariance: int
-    # off by more than 10 cm or 10 deg with the truth outside the 6-DoF ellipsoid: wrong, and the covariance does not
-    # say so (issue #16: such a pose must be refused or carry a covariance that covers it)
-    confidently_wrong: int = 0
+    confidently_wrong: int  # off by > 10 cm or 10 deg, truth outside the 6-DoF ellipsoid (confidently_wrong())
 
     def format(self) -> str:
         if self.n == 0:
@@ -155,6 +161,5 @@ def covariance_coverage(est_path, cov_path, gt_path) -> CoverageReport:
         n += 1
         in3 += d3 < CHI2_95[3]
         in6 += d6 < CHI2_95[6]
-        dt, dr = pose_error(T, gt)
-        overconfident += (dt > 0.10 or dr > 10.0) and not d6 < CHI2_95[6]
+        overconfident += confidently_wrong(*pose_error(T, gt), d6)
     return CoverageReport(n, in3, in6, missing, overconfident)
