@@ -116,6 +116,13 @@ VARIANTS = {
                                                              "solver": {"photometric_band_confirmation": 1.1}}),
     "learned SANet, RGB only, without the band confirmation": ({}, {"inference": {"method": "sanet", "use_depth": False},
                                                                     "solver": {"photometric_band_confirmation": 1.1}}),
+    # the LighterGlue fallback on fewer of the references' and the query's strongest keypoints, or on one reference
+    "relocal + LighterGlue fallback, 256 keypoints": ({}, {"inference": {"fallback_matcher": "lighterglue",
+                                                                         "fallback_keypoints": 256}}),
+    "relocal + LighterGlue fallback, 384 keypoints": ({}, {"inference": {"fallback_matcher": "lighterglue",
+                                                                         "fallback_keypoints": 384}}),
+    "relocal + LighterGlue fallback, 1 reference": ({}, {"inference": {"fallback_matcher": "lighterglue",
+                                                                       "fallback_references": 1}}),
     # the covariance without what the inliers' halves disagree on (solver split_half_weight; same poses and decisions)
     "relocal default, covariance without the split-half term": ({}, {"solver": {"split_half_weight": 0.0}}),
 }

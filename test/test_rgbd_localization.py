@@ -602,6 +602,34 @@ def test_icp_refines_a_weak_query_once_across_both_searches(tum_rpy, tum_desk, m
     assert dt < 0.1 and dr < 5, (dt, dr)
 
 
+def test_the_lighterglue_fallback_matches_each_reference_once_across_both_searches(tum_rpy, tum_desk, monkeypatch):
+    """The opt-in `fallback_matcher: lighterglue` on a query whose evidence stays weak (fr1_rpy against the map of
+    fr1_desk's 5 frames): LighterGlue matches the best references in the first search, and the second search, whose
+    best references are the same keyframes, reuses those matches instead of running LighterGlue on them again
+    (docs/measurements.md "The LighterGlue fallback"). The pose is right."""
+    import dataclasses
+
+    from relocal_ros.mapping.builder import build_map
+    from relocal_ros.matching.matchers import LighterGlueMatcher
+    from relocal_ros.methods import xfeat_pnp
+    from relocal_ros.pipeline import Relocalizer
+    query = next(f for f in open_source(tum_rpy) if f.stamp == "1305031234.729764")
+    relocalizer = Relocalizer(build_map(open_source(tum_desk), {}, progress=False),
+                              {"inference": {"fallback_matcher": "lighterglue"}})
+    searches, real_search = [], xfeat_pnp.FeaturePnP._search
+    monkeypatch.setattr(xfeat_pnp.FeaturePnP, "_search",
+                        lambda self, q, refs, *a, **k: searches.append(len(refs)) or real_search(self, q, refs, *a, **k))
+    glued, real_glue = [], LighterGlueMatcher.__call__
+    monkeypatch.setattr(LighterGlueMatcher, "__call__",
+                        lambda self, q, qs, r, rs: glued.append(len(r)) or real_glue(self, q, qs, r, rs))
+    est = relocalizer.localize(dataclasses.replace(query, pose=None))
+    assert searches == [3, 5], searches
+    assert len(glued) == 2, glued   # fallback_references: 2, once each
+    assert est.accepted, est.reason
+    dt, dr = pose_error(est.T_map_cam, query.pose)
+    assert dt < 0.05 and dr < 5, (dt, dr)
+
+
 def test_the_engine_checks_the_pose_the_solver_publishes(sun3d, monkeypatch):
     """A soft-inlier method's (SANet's) pose is checked once, and the solver publishes that very pose: with the
     query's depth the RGB-D mode's pose (checked against the depth), on an RGB-only query the soft-inlier PnP pose

@@ -41,8 +41,8 @@ SETTINGS = MATCHING_SETTINGS + (
     Setting("guide_below", 200, "global-match inliers of the first hypothesis above which it is taken as is", _I,
             range=(0, 1_000_000_000), nodes=_N),
     Setting("fallback_matcher", "", "when the hypothesis is weak, match again with this matcher on the best "
-            "references ('' = never; lighterglue: +2.5 points on one hard scene for +90-200 ms p95, "
-            "docs/measurements.md)", _I,
+            "references ('' = never; lighterglue: 2 of the 7-Scenes stairs sample's 6 queries and +1 on two fr1_rpy "
+            "scenes, for +50-100 ms p95 on weak queries: docs/measurements.md)", _I,
             choices=("", "mnn", "lighterglue"), nodes=_N),
     Setting("fallback_below", 25, "... weak: fewer global-match inliers than this", _I, range=(0, 1_000_000_000),
             nodes=_N),
@@ -70,11 +70,12 @@ SETTINGS = MATCHING_SETTINGS + (
 @dataclasses.dataclass
 class _QueryWork:
     """What the searches of one query share, so that a second search on more references does not redo it: each
-    keyframe's global matches, the keyframes whose own hypothesis was tried, whether ICP was tried, the guided
-    re-solves by their correspondences (the same correspondences and seed give the same pose: a copy, not an
-    approximation), and the query keypoints' KD-tree."""
+    keyframe's global matches (and the fallback matcher's), the keyframes whose own hypothesis was tried, whether ICP
+    was tried, the guided re-solves by their correspondences (the same correspondences and seed give the same pose: a
+    copy, not an approximation), and the query keypoints' KD-tree."""
     q_uv: np.ndarray
     matches: dict = dataclasses.field(default_factory=dict)
+    fallback: dict = dataclasses.field(default_factory=dict)  # keyframe -> the fallback matcher's matches
     rotation: dict = dataclasses.field(default_factory=dict)  # keyframe -> the stored rotation its matches used
     tried: set = dataclasses.field(default_factory=set)
     refined: bool = False  # ICP against the keyframes' depth was tried on a hypothesis
@@ -219,8 +220,12 @@ class FeaturePnP:
         best = plain if confident or T0 is None else judged(guide(qi, X, w, T0))
         if weak(best) and self._fallback is not None:
             ev.fallback = True
-            extra = [self._fallback_matches(feats, self.map.keyframes[k], work.rotation[k], intr)
-                     for k in refs[: int(c["fallback_references"])]]
+            fb_refs = refs[: int(c["fallback_references"])]
+            # the second search's best references are the first's: their fallback matches are computed once
+            for k in fb_refs:
+                if k not in work.fallback:
+                    work.fallback[k] = self._fallback_matches(feats, self.map.keyframes[k], work.rotation[k], intr)
+            extra = [work.fallback[k] for k in fb_refs]
             pooled = [(np.concatenate([a[0], b[0]]), np.r_[a[1], b[1]]) for a, b in zip(pooled, extra)] \
                 + pooled[len(extra):]
             merged = True
