@@ -943,13 +943,17 @@ def test_weak_evidence_from_the_best_references_looks_at_the_next_candidates(sun
     assert not alone.accepted, "the other side of the room alone should not place the query"
 
     from relocal_ros.methods import xfeat_pnp
-    matched, real = [], xfeat_pnp.keyframe_matches
-    monkeypatch.setattr(xfeat_pnp, "keyframe_matches", lambda *a: matched.append(a[-1]) or real(*a))
+    matched, real = [], xfeat_pnp.rotation_matches
+    monkeypatch.setattr(xfeat_pnp, "rotation_matches",
+                        lambda *a: matched.append((kmap.keyframes.index(a[3]), a[4])) or real(*a))
     reloc = Relocalizer(kmap, {"inference": {"num_references": 1, "extra_references": 1}})
     ev = reloc.engine.infer(query)
     assert ev.keyframe_ids == [0, 1]
-    # the second search reuses the first's work: each keyframe's global matches are computed once
-    assert [kmap.keyframes.index(kf) for kf in matched] == [0, 1]
+    # the second search reuses the first's work: each keyframe's global matches (one mutual-NN matching per stored
+    # rotation) are computed once; the first search's before the second's
+    rotations = range(len(kmap.rotations))
+    assert sorted(matched[:len(rotations)]) == [(0, r) for r in rotations]
+    assert sorted(matched) == [(k, r) for k in (0, 1) for r in rotations]
     est = reloc.solver.solve(ev)
     assert est.accepted, est.reason
     dt, dr = pose_error(est.T_map_cam, truth)

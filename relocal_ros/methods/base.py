@@ -92,19 +92,31 @@ MATCHING_SETTINGS = (
 )
 
 
-def keyframe_matches(matcher, features, image_size, kf):
+def rotation_matches(matcher, features, image_size, kf, r: int):
+    """Mutual-NN matches (query index, index into the keyframe's r-th rotation subset) and their similarities: what
+    keyframe_matches counts to choose a rotation. Separate so that a keyframe's rotations can be matched side by
+    side (methods/xfeat_pnp.py)."""
+    counter = matcher if isinstance(matcher, MutualNNMatcher) else MutualNNMatcher()
+    size = (kf.intrinsics.width, kf.intrinsics.height)
+    return counter(features, image_size, kf.features.subset(kf.rotation_subset(r)), size)
+
+
+def keyframe_matches(matcher, features, image_size, kf, tried=None):
     """Matches (query index, keyframe feature index), their similarities, and the keyframe's stored in-plane
     rotation they were made against: the one whose features the query has the most mutual nearest neighbours with.
     The retrieval descriptor's nearest rotation was the wrong one under viewpoint change (fr1_rpy against the
     fr1_desk map: +45 deg, 0-6 true matches, where the upright copy had 19-80: docs/measurements.md "The rotation
-    the matches choose"). Mutual NN on each rotation is a few ms; another matcher runs on the chosen one only."""
+    the matches choose"). Mutual NN on each rotation is a few ms; another matcher runs on the chosen one only.
+    tried: rotation_matches of every rotation in order, when they were computed already."""
     size = (kf.intrinsics.width, kf.intrinsics.height)
     subsets = [kf.rotation_subset(r) for r in range(len(kf.global_descriptors))]
-    counter = matcher if isinstance(matcher, MutualNNMatcher) else MutualNNMatcher()
-    tried = [counter(features, image_size, kf.features.subset(sub), size) for sub in subsets]
+    if tried is None:
+        tried = [rotation_matches(matcher, features, image_size, kf, r) for r in range(len(subsets))]
     r = max(range(len(subsets)), key=lambda i: len(tried[i][0]))  # ties: the first (upright) rotation
-    m, sim = tried[r] if counter is matcher else matcher(features, image_size, kf.features.subset(subsets[r]), size)
+    m, sim = tried[r] if isinstance(matcher, MutualNNMatcher) \
+        else matcher(features, image_size, kf.features.subset(subsets[r]), size)
     if len(m):
+        m = m.copy()
         m[:, 1] = subsets[r][m[:, 1]]
     return m, sim, r
 
