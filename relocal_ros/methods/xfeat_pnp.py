@@ -63,21 +63,23 @@ SETTINGS = MATCHING_SETTINGS + (
     Setting("strong_dense", MIN_DENSE_CONSISTENCY, "RGB-D: depth agreement below which the evidence counts as "
             "weak (look further)", _I, range=(0.0, 1.0), nodes=_N),
     Setting("search_threads", 2, "threads that match a query's references and try their own hypotheses side by "
-            "side (poselib and numpy release the GIL; the same answers as one thread)", _I, range=(1, 64),
-            nodes=_N),
+            "side, when the evidence looks weak ahead of need (poselib and numpy release the GIL; the same answers "
+            "as one thread)", _I, range=(1, 64), nodes=_N),
 )
 
 
 @dataclasses.dataclass
 class _QueryWork:
     """What the searches of one query share, so that a second search on more references does not redo it: each
-    keyframe's global matches (and the fallback matcher's), the keyframes whose own hypothesis was tried, whether ICP
+    keyframe's global matches (and the fallback matcher's, and the matching still under way on the search threads),
+    the keyframes whose own hypothesis was tried, whether ICP
     was tried, the guided re-solves by their correspondences (the same correspondences and seed give the same pose: a
     copy, not an approximation), and the query keypoints' KD-tree."""
     q_uv: np.ndarray
     matches: dict = dataclasses.field(default_factory=dict)
     fallback: dict = dataclasses.field(default_factory=dict)  # keyframe -> the fallback matcher's matches
     rotation: dict = dataclasses.field(default_factory=dict)  # keyframe -> the stored rotation its matches used
+    started: dict = dataclasses.field(default_factory=dict)  # keyframe -> its rotations' matching, under way
     tried: set = dataclasses.field(default_factory=set)
     refined: bool = False  # ICP against the keyframes' depth was tried on a hypothesis
     solves: dict = dataclasses.field(default_factory=dict)
@@ -85,6 +87,24 @@ class _QueryWork:
     @functools.cached_property
     def tree(self) -> cKDTree:
         return cKDTree(self.q_uv)
+
+
+class _Started:
+    """Work started ahead of need: call it for the results (in order); cancel() drops what has not begun."""
+
+    def __init__(self, collect, futures=()):
+        self._collect, self._futures = collect, futures
+
+    @classmethod
+    def of(cls, futures: list) -> "_Started":
+        return cls(lambda: [f.result() for f in futures], futures)
+
+    def __call__(self) -> list:
+        return self._collect()
+
+    def cancel(self) -> None:
+        for f in self._futures:
+            f.cancel()
 
 
 @dataclasses.dataclass
@@ -138,7 +158,7 @@ class FeaturePnP:
         # the query's depth samples for the dense check: drawn once, whatever the references
         samples = sample_query_points(frame.depth, intr, rgb=frame.rgb) if q_xyz is not None else None
         work = _QueryWork(q_uv)
-        found = self._search(query, query.refs, q_xyz, samples, ev, work)
+        found = self._search(query, query.refs, q_xyz, samples, ev, work, prefetch=list(query.more_refs))
         if found.weak and query.more_refs:
             # weak evidence from the best few references (a wide baseline: the nearest keyframes see the place
             # obliquely): the next candidates may see it better. Synthetic wide-baseline scenes: 5 references from
@@ -147,6 +167,8 @@ class FeaturePnP:
             wider = self._search(query, list(query.refs) + list(query.more_refs), q_xyz, samples, ev, work)
             if wider.key >= found.key:
                 found = wider
+        for started in work.started.values():  # matching started for a second search that did not happen
+            started.cancel()
         ev.keyframe_ids = list(found.refs)
         (T, qi_all, X_all, w_all, independent), chk, _ = found.best
         views = found.views
@@ -171,8 +193,10 @@ class FeaturePnP:
                 ev.dense_consistency, ev.dense_judged, ev.dense_samples = chk.consistency, chk.judged, chk.samples
                 ev.dense_photometric = chk.photometric
 
-    def _search(self, query: Query, refs: list[int], q_xyz, samples, ev, work: _QueryWork) -> "_Found":
-        """The best hypothesis and its evidence from these references (see infer)."""
+    def _search(self, query: Query, refs: list[int], q_xyz, samples, ev, work: _QueryWork,
+                prefetch: list[int] = ()) -> "_Found":
+        """The best hypothesis and its evidence from these references (see infer); when the evidence looks weak,
+        the prefetch keyframes' matching (the second search's) starts on the search threads."""
         c = self.conf
         q_uv = work.q_uv
         frame, feats = query.frame, query.features
@@ -180,18 +204,11 @@ class FeaturePnP:
         pinhole = ev.intrinsics
         size = (intr.width, intr.height)
         new = [k for k in refs if k not in work.matches]
-        # every (keyframe, stored rotation) pair on its own: three keyframes of three rotations each kept one of two
-        # threads idle for a third of the matching (fr1_rpy sparse: 12 ms of a 37 ms query)
-        pairs = [(k, r) for k in new for r in range(len(self.map.keyframes[k].global_descriptors))]
-        counted = dict(zip(pairs, self._map(
-            lambda kr: rotation_matches(self.matcher, feats, size, self.map.keyframes[kr[0]], kr[1]), pairs)))
+        self._start_matching(new, feats, size, work)
         for k in new:
-            kf = self.map.keyframes[k]
-            m, sim, r = keyframe_matches(self.matcher, feats, size, kf,
-                                         [counted[k, r] for r in range(len(kf.global_descriptors))])
+            m, sim, r = keyframe_matches(self.matcher, feats, size, self.map.keyframes[k], work.started.pop(k)())
             work.matches[k], work.rotation[k] = (m, sim), r
         pooled = [work.matches[k] for k in refs]
-        merged = False  # whether the fallback matcher's matches were added to the pooled ones
         qi, X, w = self._lift_matches(pooled, refs)
         with_depth = [(k, keyframe_depth_view(self.map.keyframes[k])) for k in refs] if samples is not None else []
         refs_with_depth = [k for k, v in with_depth if v is not None]
@@ -218,14 +235,49 @@ class FeaturePnP:
         def better(a, b):
             return a if key(a) >= key(b) else b
 
+        def untried(merged: bool) -> list:
+            """(key, matches) of the references whose own hypothesis this query has not tried yet: a keyframe's own
+            hypothesis is tried once per query, so the second search, on more references, tries only the new ones'
+            (trying the first ones' again changed no answer on the hard benchmark and cost refused queries 25 % of
+            their time: docs/measurements.md)"""
+            return [((k, merged and i < int(c["fallback_references"])), per_ref)
+                    for i, (k, per_ref) in enumerate(zip(refs, pooled))
+                    if (k, merged and i < int(c["fallback_references"])) not in work.tried]
+
+        def own_hypothesis(item):
+            (k, _), per_ref = item
+            rq, rX, _ = self._lift_matches([per_ref], [k])
+            if len(rq) < 6:
+                return None
+            T0 = self._first_hypothesis(q_uv[rq], rX, None if q_xyz is None else q_xyz[rq], pinhole)
+            return judged(guide(qi, X, w, T0)) if T0 is not None else None
+
+        def start_own_hypotheses(todo):
+            """The references' own hypotheses, started on the search threads now (independent of one another),
+            collected later in the references' order (same answer as one thread)."""
+            if len(todo) > 1 or int(c["search_threads"]) > 1:  # built once before the threads share them
+                guide_set(), work.tree
+            return self._start(own_hypothesis, todo)
+
         T0 = self._first_hypothesis(q_uv[qi], X, None if q_xyz is None else q_xyz[qi], pinhole) \
             if c["guided_matching"] and len(qi) >= 6 else None
         plain = judged((T0, qi, X, w, np.ones(len(qi), bool)))
         # strong global evidence (and depth agreeing) needs no guided matching, ICP or second opinions: the common
         # case costs the least
         confident = T0 is not None and plain[2] >= c["guide_below"] and not weak(plain)
+        ahead = None  # the own hypotheses started before the pooled one was guided: (their keys, collect)
+        if T0 is not None and not confident and weak(plain) and self._fallback is None and c["guided_matching"] \
+                and len(refs) > 1:
+            # weak global evidence stays weak when the pooled hypothesis is guided (384 of 391 such searches on the
+            # hard benchmark), and then each reference's own hypothesis is tried: those start now, on the search
+            # threads, while this thread guides the pooled one (the answer is the same as waiting for it)
+            todo = untried(False)
+            ahead = ([name for name, _ in todo], start_own_hypotheses(todo))
+            # and such a search mostly ends weak (about 9 in 10), so the next candidates are matched behind them
+            self._start_matching(prefetch, feats, size, work)
         # without a first hypothesis there is nothing to guide (_guide would only search for it again)
         best = plain if confident or T0 is None else judged(guide(qi, X, w, T0))
+        merged = False  # whether the fallback matcher's matches were added to the pooled ones
         if weak(best) and self._fallback is not None:
             ev.fallback = True
             fb_refs = refs[: int(c["fallback_references"])]
@@ -242,29 +294,15 @@ class FeaturePnP:
         if weak(best) and c["guided_matching"] and len(refs) > 1:
             # an aliased structure can outvote the right pose in the pooled matches: each reference's own
             # hypothesis, guided over all references, competes on the same evidence
-            todo = []
-            for i, (k, per_ref) in enumerate(zip(refs, pooled)):
-                # a keyframe's own hypothesis is tried once per query: the second search, on more references, tries
-                # only the new ones' (trying the first ones' again changed no answer on the hard benchmark and cost
-                # refused queries 25 % of their time: docs/measurements.md)
-                own = (k, merged and i < int(c["fallback_references"]))
-                if own not in work.tried:
-                    work.tried.add(own)
-                    todo.append((k, per_ref))
-
-            def own_hypothesis(item):
-                k, per_ref = item
-                rq, rX, _ = self._lift_matches([per_ref], [k])
-                if len(rq) < 6:
-                    return None
-                T0 = self._first_hypothesis(q_uv[rq], rX, None if q_xyz is None else q_xyz[rq], pinhole)
-                return judged(guide(qi, X, w, T0)) if T0 is not None else None
-            if len(todo) > 1:  # built once before the threads share them (each would build its own copy)
-                guide_set(), work.tree
-            # the hypotheses are independent: computed side by side, weighed in the references' order (same answer)
-            for j in self._map(own_hypothesis, todo):
+            todo = untried(merged)
+            names = [name for name, _ in todo]
+            collect = ahead[1] if ahead is not None and ahead[0] == names else start_own_hypotheses(todo)
+            work.tried.update(names)
+            for j in collect():
                 if j is not None:
                     best = better(j, best)
+        elif ahead is not None:
+            ahead[1].cancel()  # the pooled hypothesis was enough: what has not started yet never will
         # ICP once per query: tried again on the second search's best, it changed no answer within 10 cm/10 deg on
         # the hard benchmark's 18 scenes and cost the weak queries ~7 ms (docs/measurements.md "The second search's
         # ICP")
@@ -281,14 +319,29 @@ class FeaturePnP:
                     best = better(judged(guide(qi, X, w, T_icp)), best)
         return _Found(best, pooled, list(refs), views, weak(best), key(best))
 
-    def _map(self, fn, items: list) -> list:
-        """[fn(item) ...] in order, on search_threads threads when there is more than one item."""
-        n = int(self.conf["search_threads"])
-        if n <= 1 or len(items) <= 1:
-            return [fn(x) for x in items]
+    def _start_matching(self, keyframes, feats, size, work: _QueryWork) -> None:
+        """Mutual-NN matching of the query to each stored rotation of these keyframes, started on the search threads
+        (work.started: keyframe -> its rotations' matches), one task per (keyframe, rotation): three keyframes of
+        three rotations each as three tasks kept one of two threads idle for a third of the matching (fr1_rpy
+        sparse: 12 ms of a 37 ms query)."""
+        for k in keyframes:
+            if k in work.matches or k in work.started:
+                continue
+            kf = self.map.keyframes[k]
+            work.started[k] = self._start(lambda r, kf=kf: rotation_matches(self.matcher, feats, size, kf, r),
+                                          list(range(len(kf.global_descriptors))))
+
+    def _start(self, fn, items: list) -> "_Started":
+        """fn over items, started on the search threads now and collected later; with one search thread, computed
+        when collected (nothing runs ahead of the caller)."""
+        if int(self.conf["search_threads"]) <= 1:
+            return _Started(lambda: [fn(x) for x in items])
+        return _Started.of([self._threads().submit(fn, x) for x in items])
+
+    def _threads(self) -> ThreadPoolExecutor:
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(n, thread_name_prefix="relocal-search")
-        return list(self._pool.map(fn, items))
+            self._pool = ThreadPoolExecutor(int(self.conf["search_threads"]), thread_name_prefix="relocal-search")
+        return self._pool
 
     def _lift_matches(self, per_ref, refs):
         """(query indices, map points, similarities) of the matches whose keyframe keypoint has a 3D point."""
