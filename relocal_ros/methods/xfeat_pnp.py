@@ -72,9 +72,9 @@ SETTINGS = MATCHING_SETTINGS + (
 class _QueryWork:
     """What the searches of one query share, so that a second search on more references does not redo it: each
     keyframe's global matches (and the fallback matcher's, and the matching still under way on the search threads),
-    the keyframes whose own hypothesis was tried, whether ICP
-    was tried, the guided re-solves by their correspondences (the same correspondences and seed give the same pose: a
-    copy, not an approximation), and the query keypoints' KD-tree."""
+    the keyframes whose own hypothesis was tried, whether ICP was tried, the guided re-solves by their
+    correspondences (the same correspondences and seed give the same pose: a copy, not an approximation), and the
+    query keypoints' KD-tree."""
     q_uv: np.ndarray
     matches: dict = dataclasses.field(default_factory=dict)
     fallback: dict = dataclasses.field(default_factory=dict)  # keyframe -> the fallback matcher's matches
