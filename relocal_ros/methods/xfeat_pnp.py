@@ -240,9 +240,8 @@ class FeaturePnP:
             hypothesis is tried once per query, so the second search, on more references, tries only the new ones'
             (trying the first ones' again changed no answer on the hard benchmark and cost refused queries 25 % of
             their time: docs/measurements.md)"""
-            return [((k, merged and i < int(c["fallback_references"])), per_ref)
-                    for i, (k, per_ref) in enumerate(zip(refs, pooled))
-                    if (k, merged and i < int(c["fallback_references"])) not in work.tried]
+            names = [(k, merged and i < int(c["fallback_references"])) for i, k in enumerate(refs)]
+            return [(name, per_ref) for name, per_ref in zip(names, pooled) if name not in work.tried]
 
         def own_hypothesis(item):
             (k, _), per_ref = item
@@ -255,7 +254,7 @@ class FeaturePnP:
         def start_own_hypotheses(todo):
             """The references' own hypotheses, started on the search threads now (independent of one another),
             collected later in the references' order (same answer as one thread)."""
-            if len(todo) > 1 or int(c["search_threads"]) > 1:  # built once before the threads share them
+            if int(c["search_threads"]) > 1:  # built once before the threads share them
                 guide_set(), work.tree
             return self._start(own_hypothesis, todo)
 
