@@ -227,8 +227,16 @@ def test_finetune_learns_the_maps_frames_never_worse_held_out_and_resumes(finetu
     assert first["initial_weights_kept"] == (tuned["median_error_m"] >= before["median_error_m"])
     w = map_dir / finetune.FT_DIR / finetune.WEIGHTS_NAME
     assert w.is_file() and sanet_model.load_weights(w)[1]["validation"]["median_error_m"] == after["median_error_m"]
+    # resume: the second run continues the checkpoint (more steps) up to the new budget in all
+    second = finetune.train_scene(map_dir, budget_s=60, resume=True, progress=False, conf=FT_CONF)
+    assert second["runs"] == 2 and second["steps"] > first["steps"]
+    assert first["seconds_total"] < second["seconds_total"] <= 60 + 4
+    assert second["validation_finetuned"]["median_error_m"] <= tuned["median_error_m"]
+    assert second["validation_before"] == before
     # the training itself learns the map's own frames: the last state fits the training clusters better than the
-    # shipped weights (the held-out gain of a 30 s fine-tune on an in-domain synthetic scene is within noise)
+    # shipped weights (the held-out gain on an in-domain synthetic scene is within noise). Checked after the resumed
+    # run: the budget is wall-clock, and on a slow 2-core machine the first 30 s are ~46 steps, where the fit was
+    # 0.252-0.263 m against the shipped 0.259 m; ~69 steps gave 0.226 m, ~120 steps 0.19 m
     tr, _, _ = finetune.map_clusters(KeyframeMap.load(map_dir), FT_CONF)
     picks = train.validation_picks(tr, 1)[:24]
     shipped, _ = sanet_model.load_weights(sanet.DEFAULT_WEIGHTS)
@@ -236,17 +244,11 @@ def test_finetune_learns_the_maps_frames_never_worse_held_out_and_resumes(finetu
     last.load_trainable_state(torch.load(map_dir / finetune.FT_DIR / "checkpoint.pt", weights_only=True)["model"])
     fit_before = train.evaluate(shipped, tr, picks)["median_error_m"]
     fit_after = train.evaluate(last, tr, picks)["median_error_m"]
-    print(f"training clusters: shipped {fit_before:.3f} m, fine-tuned {fit_after:.3f} m")
+    print(f"training clusters ({second['steps']} steps): shipped {fit_before:.3f} m, fine-tuned {fit_after:.3f} m")
     assert fit_after < fit_before
-    # resume: the second run continues the checkpoint (more steps) up to the new budget in all
-    second = finetune.train_scene(map_dir, budget_s=45, resume=True, progress=False, conf=FT_CONF)
-    assert second["runs"] == 2 and second["steps"] > first["steps"]
-    assert first["seconds_total"] < second["seconds_total"] <= 45 + 4
-    assert second["validation_finetuned"]["median_error_m"] <= tuned["median_error_m"]
-    assert second["validation_before"] == before
     # the budget is spent: nothing to do
     t0 = time.perf_counter()
-    assert finetune.train_scene(map_dir, budget_s=45, resume=True, progress=False, conf=FT_CONF) == second
+    assert finetune.train_scene(map_dir, budget_s=60, resume=True, progress=False, conf=FT_CONF) == second
     assert time.perf_counter() - t0 < 5
 
 
