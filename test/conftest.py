@@ -73,6 +73,14 @@ def tum_desk() -> Path:
 
 
 @pytest.fixture(scope="session")
+def sun3d_studyroom() -> Path:
+    p = shared_data_dir() / "sun3d_3dmatch_sample" / "studyroom"
+    if not (p / "rgb.txt").is_file():
+        pytest.skip(f"SUN3D study room sample not found at {p} (set RELOCAL_DATA_DIR to the shared data folder)")
+    return p
+
+
+@pytest.fixture(scope="session")
 def sevenscenes_stairs() -> Path:
     p = shared_data_dir() / "7scenes_kapture_sample" / "stairs"
     if not p.is_dir():

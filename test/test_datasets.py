@@ -150,6 +150,100 @@ def test_tum_download_without_calibration_gets_its_cameras_calibration(tum_rpy, 
     assert open_source(src).intrinsics == TUM_CAMERAS["freiburg1"]  # the yaml holds fr1's calibration
 
 
+def test_unnamed_camera_is_a_warning(tum_rpy, tmp_path, caplog):
+    """A folder with no calibration, no camera matrix and no TUM camera name gets the 525 px defaults, and says so
+    at the command line's default log level (a guess every pose rests on)."""
+    import logging
+
+    from relocal_ros.data.tum import TUM_DEFAULT_INTRINSICS
+    import shutil
+    plain = tmp_path / "recording"
+    (plain / "rgb").mkdir(parents=True)
+    frames = read_file_list(tum_rpy / "rgb.txt")[:3]
+    for _, f in frames:  # copied: linked images would name fr1 by where they are
+        shutil.copy(tum_rpy / f, plain / f)
+    (plain / "rgb.txt").write_text("# timestamp filename\n" + "".join(f"{s} {f}\n" for s, f in frames))
+    with caplog.at_level(logging.WARNING):
+        assert open_source(plain).intrinsics == TUM_DEFAULT_INTRINSICS
+    assert any(r.levelno == logging.WARNING and "525 px defaults" in r.getMessage() for r in caplog.records)
+
+
+def _sun3d_as_3dmatch(sun3d_studyroom, scene, n, with_matrix=True):
+    """The first n SUN3D frames in 3DMatch's own layout: SCENE/seq-01/frame-XXXXXX.{color.png, depth.png (mm),
+    pose.txt} and SCENE/camera-intrinsics.txt. Returns the TUM copy's frames for comparison."""
+    import shutil
+
+    import cv2
+    tum = open_source(sun3d_studyroom)
+    seq = scene / "seq-01"
+    seq.mkdir(parents=True)
+    if with_matrix:
+        shutil.copy(sun3d_studyroom / "camera-intrinsics.txt", scene / "camera-intrinsics.txt")
+    frames = [tum[i] for i in range(n)]
+    for i, f in enumerate(frames):
+        cv2.imwrite(str(seq / f"frame-{i:06d}.color.png"), cv2.cvtColor(f.rgb, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(seq / f"frame-{i:06d}.depth.png"), np.round(f.depth * 1000).astype(np.uint16))
+        np.savetxt(seq / f"frame-{i:06d}.pose.txt", f.pose)
+    return frames
+
+
+def test_3dmatch_scene_is_read_with_its_camera_matrix_and_registered_depth(sun3d_studyroom, tmp_path):
+    """A scene in 3DMatch's layout (real SUN3D frames) is read with its camera-intrinsics.txt and its depth as
+    stored (already registered to colour), not as 7-Scenes (525 px colour, 585 px depth re-projected 2.5 cm)."""
+    frames = _sun3d_as_3dmatch(sun3d_studyroom, tmp_path / "studyroom", 3)
+    scene = open_source(tmp_path / "studyroom")
+    assert scene.intrinsics.fx == scene.intrinsics.fy == 570.342205
+    assert (scene.intrinsics.cx, scene.intrinsics.cy, scene.intrinsics.width) == (320.0, 240.0, 640)
+    assert not scene.intrinsics.has_distortion
+    for i, want in enumerate(frames):
+        got = scene[i]
+        assert got.intrinsics == scene.intrinsics and np.array_equal(got.rgb, want.rgb)
+        assert np.allclose(got.depth, want.depth, atol=1e-6)  # millimetres, as stored: the same metres
+        assert np.allclose(got.pose, want.pose, atol=1e-6)
+    # one sequence opened alone finds the matrix beside it
+    assert open_source(tmp_path / "studyroom" / "seq-01").intrinsics == scene.intrinsics
+    # without the matrix it is read as a 7-Scenes scene: another focal length, depth moved
+    _sun3d_as_3dmatch(sun3d_studyroom, tmp_path / "bare", 1, with_matrix=False)
+    bare = open_source(tmp_path / "bare")
+    assert bare.intrinsics.fx == 525.0 and not np.allclose(bare[0].depth, frames[0].depth)
+
+
+def test_3dmatch_copy_of_a_7scenes_scene_stays_7scenes(sevenscenes_stairs, tmp_path):
+    """3DMatch's copies of 7-Scenes scenes carry the Kinect depth camera's matrix (585 px): their colour is the
+    7-Scenes colour camera's, so they are read exactly as the 7-Scenes scene."""
+    import shutil
+    scene = tmp_path / "7-scenes-stairs"
+    shutil.copytree(sevenscenes_stairs / "seq-02", scene / "seq-02")
+    (scene / "camera-intrinsics.txt").write_text("585 0 320\n0 585 240\n0 0 1\n")
+    got, want = open_source(scene), open_source(sevenscenes_stairs / "seq-02")
+    assert got.intrinsics == want.intrinsics and got.intrinsics.fx == 525.0
+    assert np.array_equal(got[0].depth, want[0].depth)
+
+
+def test_tum_folder_with_a_camera_matrix_and_no_calibration(sun3d_studyroom, tmp_path):
+    """A TUM folder converted from SUN3D / 3DMatch that kept camera-intrinsics.txt but has no calibration.yaml gets
+    that matrix, and so do its map and query splits; a calibration.yaml still wins; a malformed matrix is a clear
+    error."""
+    import os
+    src = tmp_path / "studyroom"
+    src.mkdir()
+    for name in ("rgb", "depth"):
+        os.symlink((sun3d_studyroom / name).resolve(), src / name)
+    for name in ("rgb.txt", "depth.txt", "groundtruth.txt", "camera-intrinsics.txt"):
+        (src / name).write_text((sun3d_studyroom / name).read_text())
+    want = open_source(sun3d_studyroom).intrinsics  # from its calibration.yaml
+    assert open_source(src).intrinsics == want
+    m, q = split_tum(src, tmp_path / "splits" / "map", tmp_path / "splits" / "query")
+    assert open_source(m).intrinsics == open_source(q).intrinsics == want
+    (src / "calibration.yaml").write_text((sun3d_studyroom / "calibration.yaml").read_text().replace(
+        "fx: 570.342205", "fx: 571.0"))
+    assert open_source(src).intrinsics.fx == 571.0
+    (src / "calibration.yaml").unlink()
+    (src / "camera-intrinsics.txt").write_text("570 0 320\n0 570 240\n")
+    with pytest.raises(ValueError, match="camera-intrinsics.txt: not a 3x3 pinhole camera matrix"):
+        open_source(src)
+
+
 def _tum_copy(tum_rpy, dest, n):
     """The first n frames of fr1_rpy as a TUM folder of their own (files copied, so that they can be spoiled)."""
     import shutil

@@ -6,7 +6,6 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from conftest import shared_data_dir
 from scipy.spatial.transform import Rotation
 
 from relocal_ros.data.sources import open_source
@@ -18,11 +17,8 @@ from relocal_ros.solver.verification import DepthView, dense_consistency, grey_t
 
 
 @pytest.fixture(scope="module")
-def sun3d() -> object:
-    p = shared_data_dir() / "sun3d_3dmatch_sample" / "studyroom"
-    if not (p / "rgb.txt").is_file():
-        pytest.skip(f"SUN3D study room sample not found at {p} (set RELOCAL_DATA_DIR to the shared data folder)")
-    return open_source(p)
+def sun3d(sun3d_studyroom) -> object:
+    return open_source(sun3d_studyroom)
 
 
 def test_kabsch_recovers_a_known_rotation_and_translation_exactly():

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator, Protocol
 
+import cv2
 import numpy as np
 
 from relocal_ros.geometry.camera import Intrinsics
@@ -34,6 +35,20 @@ class FrameSource(Protocol):
 
 class FrameFormatError(ValueError):
     """A file's image or depth cannot belong to its source's camera: that frame is refused, not the run."""
+
+
+# 3DMatch's and SUN3D's camera file: a plain-text 3x3 matrix, read when a folder has no calibration.yaml
+CAMERA_MATRIX_FILE = "camera-intrinsics.txt"
+
+
+def first_image_size(paths, fallback: Intrinsics) -> tuple[int, int]:
+    """(width, height) of the first of these images that decodes; the fallback's size when none does (each unreadable
+    image is refused on its own later, with its name)."""
+    for path in paths:
+        img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if img is not None:
+            return img.shape[1], img.shape[0]
+    return fallback.width, fallback.height
 
 
 def check_colour_size(bgr: np.ndarray, intr: Intrinsics, name: str) -> None:

@@ -1,7 +1,7 @@
 """7-Scenes layout: SCENE/seq-XX/frame-XXXXXX.{color.png|color.jpg, depth.png, pose.txt}; also what `relocal synth`
-writes (plus SCENE/calibration.yaml). A path may name the scene (all seq-* folders) or one seq folder.
-Stamps are seq_number*100000 + frame_index, so a frame keeps its stamp whichever of the two is opened (a folder not
-named seq-NN is sequence 0)."""
+writes (plus SCENE/calibration.yaml) and 3DMatch's RGB-D scenes (plus SCENE/camera-intrinsics.txt). A path may
+name the scene (all seq-* folders) or one seq folder. Stamps are seq_number*100000 + frame_index, so a frame keeps
+its stamp whichever of the two is opened (a folder not named seq-NN is sequence 0)."""
 from __future__ import annotations
 
 import re
@@ -10,8 +10,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from relocal_ros.data.frames import RGBDFrame, check_colour_size, depth_in_metres
-from relocal_ros.geometry.camera import Intrinsics, load_calibration_yaml, register_depth
+from relocal_ros.data.frames import CAMERA_MATRIX_FILE, RGBDFrame, check_colour_size, depth_in_metres, first_image_size
+from relocal_ros.geometry.camera import Intrinsics, load_calibration_yaml, load_intrinsics_matrix, register_depth
 from relocal_ros.geometry.poses import is_rigid, orthonormalize
 
 # 7-Scenes colour camera as used by DSAC/DSAC++ and kapture. The depth comes from the Kinect's own depth camera
@@ -62,13 +62,6 @@ class SevenScenesSequence:
         self.pose_sigma = None  # unknown: the solver's default floor applies
         self.register_depth = True  # real 7-Scenes: depth from the separate depth camera; calibrated folders
                                     # (relocal synth) have depth aligned to colour already
-        for calib in (path / "calibration.yaml", path.parent / "calibration.yaml"):
-            if calib.is_file():
-                self.intrinsics, scale = load_calibration_yaml(calib)
-                self.depth_scale = scale or SEVEN_SCENES_DEPTH_SCALE
-                self.pose_sigma = _pose_sigma(calib)
-                self.register_depth = False
-                break
         self.with_ground_truth = with_ground_truth
         self.items = []  # (stamp, colour path)
         for seq in seq_dirs:
@@ -78,6 +71,20 @@ class SevenScenesSequence:
                 fm = _FRAME.search(f.name)
                 if fm:
                     self.items.append((str(seq_no * SEQUENCE_STRIDE + int(fm.group(1))), f))
+        calib = next((c for c in (path / "calibration.yaml", path.parent / "calibration.yaml") if c.is_file()), None)
+        matrix = next((c for c in (path / CAMERA_MATRIX_FILE, path.parent / CAMERA_MATRIX_FILE) if c.is_file()), None)
+        if calib is not None:
+            self.intrinsics, scale = load_calibration_yaml(calib)
+            self.depth_scale = scale or SEVEN_SCENES_DEPTH_SCALE
+            self.pose_sigma = _pose_sigma(calib)
+            self.register_depth = False
+        elif matrix is not None:
+            # the 3DMatch layout (its SUN3D, BundleFusion, ... scenes): millimetre depth already registered to the
+            # colour image, one camera matrix for both. 3DMatch's copies of 7-Scenes scenes carry the Kinect depth
+            # camera's matrix (585 px) instead: their colour is the 7-Scenes colour camera's, read as above.
+            K = load_intrinsics_matrix(matrix, *first_image_size([f for _, f in self.items[:5]], self.intrinsics))
+            if not np.allclose(K.K, SEVEN_SCENES_DEPTH_INTRINSICS.K):
+                self.intrinsics, self.register_depth = K, False
 
     def __len__(self) -> int:
         return len(self.items)

@@ -13,7 +13,7 @@ def is_bag(path: Path) -> bool:
 
 
 def open_source(path, with_ground_truth: bool = True):
-    """A TUM folder, a 7-Scenes scene or sequence folder, or a ROS 2 bag (.mcap / .db3 / bag directory)."""
+    """A TUM folder, a 7-Scenes (or 3DMatch) scene or sequence folder, or a ROS 2 bag (.mcap / .db3 / bag directory)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder")

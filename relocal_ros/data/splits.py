@@ -6,6 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
+from relocal_ros.data.frames import CAMERA_MATRIX_FILE
 from relocal_ros.data.tum import header_lines, read_file_list
 
 
@@ -33,8 +34,9 @@ def split_tum(source, map_out, query_out, ratio: float = 0.6) -> tuple[Path, Pat
         lo, hi = float(part[0][0]) - 0.05, float(part[-1][0]) + 0.05
         _write_list(out / "depth.txt", "# depth maps (subset)\n# timestamp filename\n",
                     [(s, f) for s, f in depth if lo <= float(s) <= hi and ((float(s) < t_cut) == gt)])
-        if (src / "calibration.yaml").is_file():
-            shutil.copy(src / "calibration.yaml", out / "calibration.yaml")
+        for calib in ("calibration.yaml", CAMERA_MATRIX_FILE):
+            if (src / calib).is_file():
+                shutil.copy(src / calib, out / calib)
         if gt and (src / "groundtruth.txt").is_file():
             shutil.copy(src / "groundtruth.txt", out / "groundtruth.txt")
     return Path(map_out), Path(query_out)

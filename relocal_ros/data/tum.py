@@ -9,9 +9,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from relocal_ros.data.frames import RGBDFrame, check_colour_size, depth_in_metres
+from relocal_ros.data.frames import CAMERA_MATRIX_FILE, RGBDFrame, check_colour_size, depth_in_metres, first_image_size
 from relocal_ros.data.trajectory import PoseTrack
-from relocal_ros.geometry.camera import Intrinsics, load_calibration_yaml
+from relocal_ros.geometry.camera import Intrinsics, load_calibration_yaml, load_intrinsics_matrix
 
 log = logging.getLogger(__name__)
 
@@ -84,16 +84,25 @@ class TumSequence:
             raise FileNotFoundError(f"{folder}: not a TUM RGB-D folder (no rgb.txt)")
         self.rgb = read_file_list(self.folder / "rgb.txt")
         calib = self.folder / "calibration.yaml"
+        matrix = self.folder / CAMERA_MATRIX_FILE
         self.camera = None
+        self.depth_scale = TUM_DEPTH_SCALE
         if calib.is_file():
             self.intrinsics, scale = load_calibration_yaml(calib)
             self.depth_scale = scale or TUM_DEPTH_SCALE
+        elif matrix.is_file():  # a recording converted from 3DMatch / SUN3D keeps its camera matrix
+            self.intrinsics = load_intrinsics_matrix(matrix, *first_image_size(
+                [self.folder / rel for _, rel in self.rgb[:5]], TUM_DEFAULT_INTRINSICS))
+            log.info("%s: no calibration.yaml; the camera matrix of %s, no distortion", self.folder, matrix.name)
         else:
             self.camera = tum_camera(self.folder, self.rgb)
             self.intrinsics = TUM_CAMERAS.get(self.camera, TUM_DEFAULT_INTRINSICS)
-            self.depth_scale = TUM_DEPTH_SCALE
-            log.info("%s: no calibration.yaml; %s", self.folder, f"TUM's calibration of the {self.camera} camera"
-                     if self.camera else "nothing names the camera: TUM's 525 px defaults, no distortion")
+            if self.camera:
+                log.info("%s: no calibration.yaml; TUM's calibration of the %s camera", self.folder, self.camera)
+            else:  # shown by default: every pose rests on these numbers, and a guess must not pass unseen
+                log.warning("%s: no calibration.yaml, no %s, and nothing names a TUM camera: TUM's 525 px defaults "
+                            "and no distortion are assumed; add a calibration.yaml (README) for this camera",
+                            self.folder, CAMERA_MATRIX_FILE)
         self.depth_for = {}
         if (self.folder / "depth.txt").is_file():
             depth = read_file_list(self.folder / "depth.txt")

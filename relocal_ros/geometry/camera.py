@@ -73,6 +73,19 @@ def load_calibration_yaml(path: Path) -> tuple[Intrinsics, float | None]:
     return Intrinsics.from_dict(d), (float(scale) if scale is not None else None)
 
 
+def load_intrinsics_matrix(path: Path, width: int, height: int) -> Intrinsics:
+    """Read a 3x3 camera matrix written as plain text, as 3DMatch and SUN3D ship it (camera-intrinsics.txt): no
+    distortion, no image size (the caller gives the images' size)."""
+    try:
+        K = np.loadtxt(path, dtype=float)
+    except ValueError as e:
+        raise ValueError(f"{path}: not a 3x3 camera matrix ({e})") from None
+    if K.shape != (3, 3) or not np.allclose(K[2], (0.0, 0.0, 1.0)) \
+            or not np.allclose((K[1, 0], K[0, 1]), 0.0, atol=1e-6):
+        raise ValueError(f"{path}: not a 3x3 pinhole camera matrix [[fx 0 cx] [0 fy cy] [0 0 1]]")
+    return Intrinsics(float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2]), int(width), int(height))
+
+
 def save_calibration_yaml(path: Path, intr: Intrinsics, depth_scale: float | None = None, comment: str = "",
                           extra: dict | None = None) -> None:
     d = intr.to_dict()
