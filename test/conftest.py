@@ -56,33 +56,29 @@ def shared_data_dir() -> Path:
     return Path(os.environ.get("RELOCAL_DATA_DIR", REPO.parent / "shared" / "data"))
 
 
+def shared_data(relative: str, what: str, needs: str = "") -> Path:
+    """A folder of ../shared/data (needs: a file it must hold), or skip the test with where it was looked for."""
+    p = shared_data_dir() / relative
+    if not (p / needs).exists():
+        pytest.skip(f"{what} not found at {p} (set RELOCAL_DATA_DIR to the shared data folder)")
+    return p
+
+
 @pytest.fixture(scope="session")
 def tum_rpy() -> Path:
-    p = shared_data_dir() / "tum_rgbd" / "rgbd_dataset_freiburg1_rpy"
-    if not (p / "rgb.txt").is_file():
-        pytest.skip(f"real TUM fr1_rpy data not found at {p} (set RELOCAL_DATA_DIR to the shared data folder)")
-    return p
+    return shared_data("tum_rgbd/rgbd_dataset_freiburg1_rpy", "real TUM fr1_rpy data", "rgb.txt")
 
 
 @pytest.fixture(scope="session")
 def tum_desk() -> Path:
-    p = shared_data_dir() / "tum_rgbd" / "rgbd_dataset_freiburg1_desk"
-    if not (p / "rgb.txt").is_file():
-        pytest.skip(f"real TUM fr1_desk data not found at {p} (set RELOCAL_DATA_DIR to the shared data folder)")
-    return p
+    return shared_data("tum_rgbd/rgbd_dataset_freiburg1_desk", "real TUM fr1_desk data", "rgb.txt")
 
 
 @pytest.fixture(scope="session")
 def sun3d_studyroom() -> Path:
-    p = shared_data_dir() / "sun3d_3dmatch_sample" / "studyroom"
-    if not (p / "rgb.txt").is_file():
-        pytest.skip(f"SUN3D study room sample not found at {p} (set RELOCAL_DATA_DIR to the shared data folder)")
-    return p
+    return shared_data("sun3d_3dmatch_sample/studyroom", "SUN3D study room sample", "rgb.txt")
 
 
 @pytest.fixture(scope="session")
 def sevenscenes_stairs() -> Path:
-    p = shared_data_dir() / "7scenes_kapture_sample" / "stairs"
-    if not p.is_dir():
-        pytest.skip(f"7-Scenes sample not found at {p} (set RELOCAL_DATA_DIR to the shared data folder)")
-    return p
+    return shared_data("7scenes_kapture_sample/stairs", "7-Scenes sample")
