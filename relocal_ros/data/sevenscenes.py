@@ -42,6 +42,11 @@ def read_pose_file(path: Path) -> np.ndarray:
     return orthonormalize(T)
 
 
+def _scene_file(path: Path, name: str) -> Path | None:
+    """The scene's file `name`, beside the sequence folders or in the one opened."""
+    return next((c for c in (path / name, path.parent / name) if c.is_file()), None)
+
+
 def _pose_sigma(calib: Path):
     """(m, deg) accuracy of the sequence's poses when its calibration.yaml states it (synthetic scenes: exact)."""
     import yaml
@@ -71,14 +76,13 @@ class SevenScenesSequence:
                 fm = _FRAME.search(f.name)
                 if fm:
                     self.items.append((str(seq_no * SEQUENCE_STRIDE + int(fm.group(1))), f))
-        calib = next((c for c in (path / "calibration.yaml", path.parent / "calibration.yaml") if c.is_file()), None)
-        matrix = next((c for c in (path / CAMERA_MATRIX_FILE, path.parent / CAMERA_MATRIX_FILE) if c.is_file()), None)
+        calib = _scene_file(path, "calibration.yaml")
         if calib is not None:
             self.intrinsics, scale = load_calibration_yaml(calib)
             self.depth_scale = scale or SEVEN_SCENES_DEPTH_SCALE
             self.pose_sigma = _pose_sigma(calib)
             self.register_depth = False
-        elif matrix is not None:
+        elif (matrix := _scene_file(path, CAMERA_MATRIX_FILE)) is not None:
             # the 3DMatch layout (its SUN3D, BundleFusion, ... scenes): millimetre depth already registered to the
             # colour image, one camera matrix for both. 3DMatch's copies of 7-Scenes scenes carry the Kinect depth
             # camera's matrix (585 px) instead: their colour is the 7-Scenes colour camera's, read as above.
